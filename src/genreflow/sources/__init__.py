@@ -1,0 +1,1 @@
+"""Where new labelled tracks come from: an inbox of ``<genre>/<file>`` audio, Spotify."""

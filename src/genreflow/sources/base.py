@@ -1,0 +1,51 @@
+"""The interface every source implements: ``discover`` candidates, ``fetch`` one's audio."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class FetchError(RuntimeError):
+    """One track's audio could not be fetched; the run records it and goes on."""
+
+
+@dataclass(frozen=True)
+class TrackRef:
+    """A candidate track, small enough to travel through XCom as a dict."""
+
+    source: str
+    source_id: str
+    genre: str
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identity of the track at its source (catalog key before its audio is known)."""
+        return f"{self.source}:{self.source_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackRef:
+        return cls(**data)
+
+
+@dataclass
+class Discovery:
+    """What a source offered: usable candidates and rejected items with their reasons."""
+
+    tracks: list[TrackRef] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+
+class Source(Protocol):
+    name: str
+
+    def discover(self) -> Discovery: ...
+
+    def fetch(self, ref: TrackRef) -> bytes:
+        """The audio file's bytes; raises FetchError when it cannot be had."""
+        ...

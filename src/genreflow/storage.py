@@ -1,0 +1,213 @@
+"""One storage interface, two backends: a local folder (the embedded default) and S3.
+
+Everything a run writes (raw audio, features, snapshots, reports, models) goes through
+a :class:`Store`, addressed by ``/``-separated keys, so a run on a laptop and a run on
+MinIO differ only in the URI given to :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class StoreError(RuntimeError):
+    """A storage operation failed (server down, permissions, ...)."""
+
+
+class KeyNotFound(StoreError, FileNotFoundError):
+    """The key does not exist in the store."""
+
+
+class AlreadyExists(StoreError, FileExistsError):
+    """A write with ``overwrite=False`` found the key already there."""
+
+
+class Store(ABC):
+    """Key/value blobs; writes are whole-object and readers never see a partial one."""
+
+    uri: str
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """All keys under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def location(self, key: str) -> str:
+        """A URI a person can paste (for logs and manifests)."""
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj: Any, *, overwrite: bool = True) -> None:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        self.write_bytes(key, data, overwrite=overwrite)
+
+    def read_frame(self, key: str):
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+
+    def write_frame(self, key: str, frame, *, overwrite: bool = True) -> None:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        self.write_bytes(key, buffer.getvalue(), overwrite=overwrite)
+
+
+class LocalStore(Store):
+    """A folder; writes go to a temp file and are renamed into place (atomic on POSIX)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"key {key!r} escapes the store root")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise KeyNotFound(f"{self.location(key)} does not exist") from exc
+
+    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise AlreadyExists(f"{self.location(key)} already exists") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix
+        start = base if base.is_dir() else base.parent
+        if not start.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in start.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and "/." not in f"/{k}")
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store(Store):
+    """A bucket prefix over boto3; the endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO)."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client or make_s3_client()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, key: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise KeyNotFound(f"{self.location(key)} does not exist") from exc
+            if code in ("PreconditionFailed", "412"):
+                raise AlreadyExists(f"{self.location(key)} already exists") from exc
+            raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        response = self._call("get", key, self.client.get_object, Key=self._key(key))
+        return response["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        extra = {} if overwrite else {"IfNoneMatch": "*"}
+        self._call("put", key, self.client.put_object, Key=self._key(key), Body=data, **extra)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key, self.client.head_object, Key=self._key(key))
+        except KeyNotFound:
+            return False
+        return True
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
+        try:
+            return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", []))
+        except Exception as exc:  # paginators raise lazily, while iterating
+            raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object, Key=self._key(key))
+
+
+def make_s3_client():
+    """A boto3 S3 client with bounded retries and timeouts; endpoint/credentials from env."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=config,
+    )
+
+
+def open_store(uri: str) -> Store:
+    """``s3://bucket/prefix`` -> S3Store; a path or ``file://`` URI -> LocalStore."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{uri!r}: an S3 URI needs a bucket (s3://bucket/prefix)")
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme in ("", ):
+        return LocalStore(uri)
+    raise ValueError(f"unsupported store URI {uri!r}: use a path, file:// or s3://")
