@@ -1,32 +1,103 @@
-"""Track audio -> (n_segments, 311) feature matrix, over many tracks in parallel."""
+"""Track audio -> (n_segments, 311) feature matrix, over many tracks in parallel.
+
+The DAG imports this module at parse time, so librosa/numba (via the fast extractor) are
+imported inside functions only.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from genreflow.audio import AudioError, load_audio, split_segments
+from genreflow.audio import SAMPLE_RATE, AudioError, load_audio, split_segments
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT_PER_WORKER = 2  # queued tracks per worker: keeps workers busy, memory bounded
+_SINGLE_THREAD_ENV = (
+    "NUMBA_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
 
 
 def segment_features(segments: np.ndarray) -> np.ndarray:
     """The production extractor: (n, 66149) segments -> (n, 311) features."""
-    from genreflow.features.reference import reference_features
+    from genreflow.features.fast import fast_features
 
-    return reference_features(segments)
+    return fast_features(segments, SAMPLE_RATE)
 
 
 def extract_audio_features(source: bytes | Path, name: str = "") -> np.ndarray:
     return segment_features(split_segments(load_audio(source, name)))
 
 
+def _extract_job(job_id: str, source: bytes | Path) -> tuple[str, np.ndarray | AudioError]:
+    """One track; a refusal is returned (not raised) so it crosses the process boundary
+    as a value; anything else is a bug and propagates."""
+    try:
+        return job_id, extract_audio_features(source, job_id)
+    except AudioError as exc:
+        return job_id, exc
+
+
+def _init_worker() -> None:
+    """One thread per worker (the pool is the parallelism) and a warm, compiled extractor."""
+    for name in _SINGLE_THREAD_ENV:
+        os.environ[name] = "1"
+    from threadpoolctl import threadpool_limits
+
+    import genreflow.features.fast  # noqa: F401  (loads numba's cached machine code once)
+
+    threadpool_limits(limits=1)
+
+
 def extract_many(
     jobs: Iterable[tuple[str, bytes | Path]], workers: int = 1
 ) -> Iterator[tuple[str, np.ndarray | AudioError]]:
-    """Yield ``(job_id, features or the AudioError that refused it)`` for each job."""
-    for job_id, source in jobs:
+    """Yield ``(job_id, features or the AudioError that refused it)`` for each job.
+
+    ``workers > 1`` runs tracks in a process pool and yields in completion order; at
+    most ``IN_FLIGHT_PER_WORKER * workers`` jobs (and their bytes) are held at once, so
+    the corpus streams through. A refused track never stops the others; any other
+    exception is a bug and is raised.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        for job_id, source in jobs:
+            yield _extract_job(job_id, source)
+        return
+    pending: set[Future] = set()
+    job_iter = iter(jobs)
+    limit = IN_FLIGHT_PER_WORKER * workers
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker
+    ) as pool:
         try:
-            yield job_id, extract_audio_features(source, job_id)
-        except AudioError as exc:
-            yield job_id, exc
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < limit:
+                    job = next(job_iter, None)
+                    if job is None:
+                        exhausted = True
+                    else:
+                        pending.add(pool.submit(_extract_job, *job))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job_id, result = future.result()
+                    if isinstance(result, AudioError):
+                        log.warning("refused %s: %s", job_id, result)
+                    yield job_id, result
+        finally:
+            for future in pending:
+                future.cancel()

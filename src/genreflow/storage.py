@@ -211,3 +211,13 @@ def open_store(uri: str) -> Store:
     if parsed.scheme in ("", ):
         return LocalStore(uri)
     raise ValueError(f"unsupported store URI {uri!r}: use a path, file:// or s3://")
+
+
+def split_uri(uri: str) -> tuple[Store, str]:
+    """A file URI -> (the store holding it, its key), for single files such as valid.csv."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        parent, _, key = parsed.path.lstrip("/").rpartition("/")
+        return S3Store(parsed.netloc, parent), key
+    path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
+    return LocalStore(path.parent), path.name

@@ -1,0 +1,143 @@
+"""genre_retrain: weekly (or on Trigger) retraining of the genre classifier.
+
+Wiring only: every task calls one function of genreflow.tasks, where the logic lives
+and is tested without a scheduler. XCom carries store keys and counts, never data.
+Bad data or configuration (genreflow.errors.PermanentError) fails a task at once;
+anything else (S3 down, a network error) gets the task's retries.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from genreflow.config import Settings, load_settings
+from genreflow.errors import PermanentError
+from genreflow.tasks import ingest, release, training
+
+
+def fail_fast(fn):
+    """Turn a PermanentError into AirflowFailException: retrying bad data wastes time."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PermanentError as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def run_context() -> tuple[Settings, dict, str]:
+    """Settings (env, overridden by non-empty params), the params, and the run id."""
+    context = get_current_context()
+    params = context["params"]
+    settings = load_settings(
+        store=params.get("store"), inbox=params.get("inbox"), valid_csv=params.get("valid_csv")
+    )
+    return settings, params, context["run_id"]
+
+
+@dag(
+    dag_id="genre_retrain",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["genreflow", "ml"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "inbox": Param("", type="string", description="Inbox URI (path or s3://); empty: env"),
+        "valid_csv": Param("", type="string", description="valid.csv URI; empty: env"),
+        "store": Param("", type="string", description="Store URI; empty: env GENREFLOW_STORE"),
+        "sources": Param(["inbox"], type="array", description="Sources: inbox, spotify"),
+        "max_new_tracks": Param(500, type="integer", minimum=0),
+        "batch_size": Param(25, type="integer", minimum=1),
+        "retry_failed": Param(False, type="boolean", description="Retry failed tracks"),
+        "retrain_unchanged": Param(False, type="boolean", description="Retrain w/o new data"),
+        "force_publish": Param(False, type="boolean", description="Promote whatever the gate"),
+        "gate_margin": Param(0.005, type="number", minimum=0),
+    },
+    doc_md=__doc__,
+)
+def genre_retrain():
+    @task
+    @fail_fast
+    def discover() -> list[list[dict]]:
+        """New tracks from the configured sources, in batches for the mapped extract."""
+        settings, params, _ = run_context()
+        return ingest.discover(
+            settings, list(params["sources"]), params["max_new_tracks"], params["batch_size"],
+            params["retry_failed"],
+        )
+
+    @task(map_index_template="{{ task.op_kwargs['batch'] | length }} tracks")
+    @fail_fast
+    def extract(batch: list[dict]) -> list[dict]:
+        """Fetch, store raw audio, extract the 311 features per segment."""
+        settings, _, run_id = run_context()
+        return ingest.extract_batch(settings, batch, run_id)
+
+    @task(trigger_rule="none_failed")
+    @fail_fast
+    def assemble(batches: list[list[dict]]) -> dict:
+        """Update the catalog and write the training snapshot."""
+        settings, _, run_id = run_context()
+        return ingest.assemble(settings, list(batches), run_id)
+
+    @task.short_circuit
+    def has_new_data(snapshot: dict) -> bool:
+        """Stop here when the champion was already trained on this snapshot."""
+        settings, params, _ = run_context()
+        return training.needs_training(settings, snapshot, params["retrain_unchanged"])
+
+    @task
+    @fail_fast
+    def checks(snapshot: dict) -> dict:
+        """Schema, NaN/inf, per-genre counts, Kruskal-Wallis: hard failures stop here."""
+        settings, _, run_id = run_context()
+        return training.check(settings, snapshot, run_id)
+
+    @task
+    @fail_fast
+    def train(snapshot: dict) -> dict:
+        """Fit the one pipeline object on the snapshot."""
+        settings, _, run_id = run_context()
+        return training.train(settings, snapshot, run_id)
+
+    @task
+    @fail_fast
+    def validate(trained: dict) -> dict:
+        """Score on valid.csv: ROC-AUC ovo, song-level majority vote."""
+        settings, _, _ = run_context()
+        return training.validate(settings, trained)
+
+    @task
+    @fail_fast
+    def gate(metrics: dict) -> dict:
+        """Challenger vs champion on the same valid.csv."""
+        settings, params, _ = run_context()
+        return release.gate(settings, metrics, params["gate_margin"], params["force_publish"])
+
+    @task
+    @fail_fast
+    def publish(snapshot: dict, trained: dict, metrics: dict, decision: dict) -> dict:
+        """Write models/<version>/, verify it, then move latest if promoted."""
+        settings, _, run_id = run_context()
+        return release.publish(settings, snapshot, trained, metrics, decision, run_id)
+
+    snapshot = assemble(extract.expand(batch=discover()))
+    checked = checks(snapshot)
+    has_new_data(snapshot) >> checked
+    trained = train(snapshot)
+    checked >> trained
+    metrics = validate(trained)
+    publish(snapshot, trained, metrics, gate(metrics))
+
+
+genre_retrain()

@@ -1,0 +1,111 @@
+"""The segment feature table: one row per 3-s segment, keyed by track, labelled by genre.
+
+Training snapshots, per-track feature files and valid.csv share this schema, so a
+validation table made by a user and one made by the pipeline are interchangeable.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from genreflow.errors import PermanentError
+from genreflow.features.names import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["track_id", "genre", "segment"]
+COLUMNS = KEY_COLUMNS + FEATURE_NAMES
+
+
+class TableError(PermanentError, ValueError):
+    """A feature table (valid.csv, a snapshot) is not usable; the message says why."""
+
+
+def track_frame(track_id: str, genre: str, features: np.ndarray):
+    """Rows of one track in the shared schema."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.asarray(features, dtype=np.float64), columns=FEATURE_NAMES)
+    frame.insert(0, "segment", np.arange(len(frame), dtype=np.int64))
+    frame.insert(0, "genre", genre)
+    frame.insert(0, "track_id", track_id)
+    return frame
+
+
+def check_table(frame, genres: Sequence[str], name: str):
+    """Schema, values and genres of a table; raises TableError naming every problem."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        shown = ", ".join(missing[:10]) + more
+        raise TableError(f"{name}: missing {len(missing)} required column(s): {shown}")
+    if frame.empty:
+        raise TableError(f"{name}: has no rows")
+    values = frame[FEATURE_NAMES]
+    non_numeric = [c for c in FEATURE_NAMES if not np.issubdtype(values[c].dtype, np.number)]
+    if non_numeric:
+        raise TableError(f"{name}: non-numeric feature column(s): {', '.join(non_numeric[:10])}")
+    bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise TableError(
+            f"{name}: {bad.sum()} NaN/inf value(s), first at row {rows[0]} column "
+            f"{FEATURE_NAMES[cols[0]]}"
+        )
+    unknown = sorted(set(frame["genre"].astype(str)) - set(genres))
+    if unknown:
+        raise TableError(f"{name}: unknown genre(s) {unknown}; configured: {list(genres)}")
+    return frame
+
+
+def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"):
+    """Parse and check a validation table (CSV bytes)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(io.BytesIO(data), dtype={"track_id": str, "genre": str})
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TableError(f"{name}: not a readable CSV ({exc})") from exc
+    return check_table(frame, genres, name)
+
+
+def build_table(
+    labelled: Iterable[tuple[str, str, Path]], workers: int = 1
+) -> tuple[object, list[dict[str, str]]]:
+    """Features of labelled audio ``(track_id, genre, path)``; returns (table, failures)."""
+    import pandas as pd
+
+    from genreflow.audio import AudioError
+    from genreflow.extraction import extract_many
+
+    items = {track_id: (genre, path) for track_id, genre, path in labelled}
+    frames, failures = [], []
+    jobs = ((track_id, path) for track_id, (_, path) in items.items())
+    for done, (track_id, result) in enumerate(extract_many(jobs, workers), start=1):
+        if isinstance(result, AudioError):
+            failures.append({"track_id": track_id, "reason": str(result)})
+            log.warning("skipped %s: %s", track_id, result)
+        else:
+            frames.append(track_frame(track_id, items[track_id][0], result))
+        if done % 10 == 0 or done == len(items):
+            log.info("features: %d/%d tracks done, %d failed", done, len(items), len(failures))
+    if not frames:
+        raise TableError("no track could be turned into features")
+    table = pd.concat(frames, ignore_index=True).sort_values(["track_id", "segment"])
+    return table.reset_index(drop=True), failures
+
+
+def labelled_audio(folder: Path) -> list[tuple[str, str, Path]]:
+    """``<genre>/<file>`` under ``folder`` -> (track_id, genre, path); id is genre/file."""
+    from genreflow.sources.inbox import AUDIO_SUFFIXES
+
+    return [
+        (path.relative_to(folder).as_posix(), path.parent.name, path)
+        for path in sorted(folder.glob("*/*"))
+        if path.suffix.lower() in AUDIO_SUFFIXES
+    ]

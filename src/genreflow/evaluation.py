@@ -1,0 +1,49 @@
+"""Metrics on a validation table: segment ROC-AUC (one-vs-one) and song-level votes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from genreflow.features.names import FEATURE_NAMES
+
+
+def song_votes(track_ids: np.ndarray, predicted: np.ndarray):
+    """A song's genre is its most frequent segment prediction (ties: first in sort order)."""
+    import pandas as pd
+
+    votes = pd.DataFrame({"track_id": track_ids, "predicted": predicted})
+    counts = votes.groupby(["track_id", "predicted"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["track_id", "n", "predicted"], ascending=[True, False, True])
+    return counts.drop_duplicates("track_id").set_index("track_id")["predicted"]
+
+
+def evaluate(model, table) -> dict:
+    """Metrics JSON of ``model`` on ``table`` (never used for fitting or tuning)."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score, roc_auc_score
+
+    classes = list(model.classes_)
+    missing = sorted(set(table["genre"]) - set(classes))
+    if missing:
+        raise ValueError(f"validation genres {missing} were never seen in training")
+    y_true = table["genre"].astype(str).to_numpy()
+    proba = model.predict_proba(table[FEATURE_NAMES])
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    present = sorted(set(y_true))
+    columns = [classes.index(c) for c in present]
+    scores = proba[:, columns]
+    scores = scores / scores.sum(axis=1, keepdims=True)
+    roc_auc = roc_auc_score(y_true, scores, multi_class="ovo", labels=present)
+
+    song_pred = song_votes(table["track_id"].to_numpy(), predicted)
+    song_true = table.groupby("track_id")["genre"].first().loc[song_pred.index]
+    return {
+        "roc_auc_ovo": round(float(roc_auc), 6),
+        "segment_accuracy": round(float(accuracy_score(y_true, predicted)), 6),
+        "song_accuracy": round(float(accuracy_score(song_true, song_pred)), 6),
+        "song_macro_f1": round(float(f1_score(song_true, song_pred, average="macro")), 6),
+        "n_segments": int(len(table)),
+        "n_songs": int(len(song_pred)),
+        "per_genre": classification_report(
+            song_true, song_pred, output_dict=True, zero_division=0
+        ),
+    }

@@ -1,0 +1,155 @@
+"""Shared fixtures: a tiny synthetic corpus, a migrated Airflow home, a moto S3 server.
+
+Everything real: audio files on disk, Airflow run as a subprocess (`airflow dags
+test`), S3 spoken over HTTP to a moto server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TEST_GENRES = ("classical", "metal", "electronic")  # a custom genre on purpose
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("GENREFLOW_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> Path:
+    """The real GTZAN excerpts beside the project; skip where a clone has none."""
+    root = shared_data() / "gtzan-excerpts"
+    if not root.is_dir():
+        pytest.skip(f"real clips not found at {root} (set GENREFLOW_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def genres_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "genreflow.toml"
+    path.write_text(f"genres = {json.dumps(list(TEST_GENRES))}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory, genres_config) -> dict[str, Path]:
+    """3 genres x 3 training tracks and 2 validation tracks, 9.2 s each."""
+    from genreflow.cli import build_valid_csv
+    from genreflow.synth import write_corpus
+
+    root = tmp_path_factory.mktemp("demo")
+    write_corpus(root / "inbox", TEST_GENRES, 3, seed=1)
+    write_corpus(root / "valid-audio", TEST_GENRES, 2, seed=2, prefix="valid_")
+    build_valid_csv(root / "valid-audio", root / "valid.csv", TEST_GENRES, workers=1)
+    return {"root": root, "inbox": root / "inbox", "valid_csv": root / "valid.csv"}
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
+    """Environment of a project-local SQLite Airflow, migrated once per session."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "GENREFLOW_HOME": str(PROJECT),
+        "GENREFLOW_CONFIG": str(genres_config),
+        "GENREFLOW_WORKERS": "2",
+    }
+    subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True,
+        timeout=300,
+    )
+    return env
+
+
+@dataclass
+class DagRun:
+    returncode: int
+    log: str
+
+    @property
+    def state(self) -> str:
+        found = re.findall(r"DagRun Finished: .*?state=(\w+)", self.log)
+        return found[-1] if found else "unknown"
+
+    def task_states(self) -> dict[str, str]:
+        """Last state per task id, from the run log."""
+        states = {}
+        for task_id, state in re.findall(
+            r"task_id='(\w+)'.*?state=<TaskInstanceState\.(\w+)", self.log
+        ):
+            states[task_id] = state.lower()
+        return states
+
+
+@pytest.fixture(scope="session")
+def run_dag(airflow_env):
+    """Run genre_retrain through `airflow dags test` with extra env and conf."""
+
+    def run(env: dict[str, str], conf: dict | None = None, timeout: int = 600) -> DagRun:
+        command = [str(BIN / "airflow"), "dags", "test", "genre_retrain"]
+        if conf:
+            command += ["--conf", json.dumps(conf)]
+        done = subprocess.run(
+            command, env={**airflow_env, **env}, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        return DagRun(done.returncode, done.stdout + done.stderr)
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on loopback, spoken to over real HTTP by boto3."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch) -> tuple[str, dict[str, str]]:
+    """A fresh bucket (moto state is shared per process) and the env to reach it."""
+    import boto3
+
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"genreflow-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    return bucket, env

@@ -1,0 +1,281 @@
+"""docker-compose.yaml and Dockerfile, checked statically (no Docker engine needed).
+
+The stack cannot be started in CI, so these tests pin down the wiring mistakes that
+only show up at runtime: a missing shared secret, a wrong service name in a URL, an
+unpinned image, a bind mount or COPY of a path that is not in the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+AIRFLOW_SERVICES = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+    "airflow-worker": "celery worker",
+    "airflow-init": None,  # a bash script, checked separately
+}
+OTHER_SERVICES = {"postgres", "redis", "minio", "minio-init"}
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}; `$$` is a literal dollar for the container.
+_VAR = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose's interpolation with an empty .env: every variable takes its default."""
+    return _VAR.sub(lambda m: "$" if m.group(0) == "$$" else (m.group(2) or ""), value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the "KEY=value" list form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def command_text(service: dict) -> str:
+    command = service.get("command", "")
+    return command if isinstance(command, str) else " ".join(map(str, command))
+
+
+def assert_pinned(image: str) -> None:
+    name, _, tag = image.rpartition(":")
+    assert name and "/" not in tag, f"{image!r} has no tag"
+    assert tag and tag != "latest", f"{image!r} is not pinned"
+    assert "${" not in image, f"{image!r} depends on the environment"
+
+
+def test_required_services_exist(services):
+    missing = (set(AIRFLOW_SERVICES) | OTHER_SERVICES) - set(services)
+    assert not missing, f"services missing from docker-compose.yaml: {sorted(missing)}"
+
+
+def test_airflow_services_use_common_anchor(compose, services):
+    common = compose["x-airflow-common"]
+    assert common["image"] == "genreflow-airflow:local"
+    assert common["build"] in (".", {"context": "."})
+    common_env = env_of(common)
+    for name, command in AIRFLOW_SERVICES.items():
+        service = services[name]
+        assert service.get("image") == common["image"], name
+        assert service.get("build") == common["build"], name
+        env = env_of(service)
+        differing = {k for k, v in common_env.items() if env.get(k) != v}
+        assert not differing, f"{name} overrides/misses common env: {sorted(differing)}"
+        if command:
+            assert command_text(service) == command, name
+
+
+def test_airflow_init_migrates_and_runs_after_minio_init(services):
+    init = services["airflow-init"]
+    script = command_text(init)
+    assert "airflow db migrate" in script
+    assert "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
+    assert init["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    for name in set(AIRFLOW_SERVICES) - {"airflow-init"}:
+        condition = services[name]["depends_on"]["airflow-init"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_long_running_services_have_healthchecks(services):
+    one_shot = {"airflow-init", "minio-init"}
+    for name, service in services.items():
+        if name not in one_shot:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+def test_celery_executor_with_redis_and_postgres(compose):
+    env = env_of(compose["x-airflow-common"])
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert urlparse(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
+    assert urlparse(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+
+
+def test_jwt_secret_shared_by_all_airflow_services(services):
+    secrets = {
+        name: env_of(services[name]).get("AIRFLOW__API_AUTH__JWT_SECRET")
+        for name in AIRFLOW_SERVICES
+    }
+    assert all(secrets.values()), f"JWT secret unset in: {secrets}"
+    assert len(set(secrets.values())) == 1, f"JWT secrets differ: {secrets}"
+
+
+def test_execution_api_url_points_at_api_server(services):
+    url = urlparse(env_of(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert url.hostname == "airflow-apiserver"
+    assert url.path == "/execution/"
+    assert command_text(services[url.hostname]) == "api-server"
+    published = [str(p).split(":")[-1] for p in services[url.hostname].get("ports", [])]
+    assert str(url.port) in published
+
+
+def test_simple_auth_manager_admin(compose, services):
+    env = env_of(compose["x-airflow-common"])
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert env_of(services["airflow-init"])["AIRFLOW_ADMIN_PASSWORD"]
+
+
+@pytest.mark.parametrize("service", ["postgres", "redis", "minio", "minio-init"])
+def test_images_pinned(services, service):
+    assert_pinned(services[service]["image"])
+
+
+def test_postgres_16(services):
+    assert services["postgres"]["image"].split(":")[1].split(".")[0] == "16"
+
+
+def test_minio_ports_and_credentials(compose, services):
+    minio = services["minio"]
+    assert {"9000:9000", "9001:9001"} <= {str(p) for p in minio["ports"]}
+    assert "minio/minio:RELEASE." in minio["image"]
+    assert "minio/mc:RELEASE." in services["minio-init"]["image"]
+    root = env_of(minio)
+    airflow = env_of(compose["x-airflow-common"])
+    # The pipeline authenticates as MinIO's root user: both must resolve the same.
+    assert airflow["AWS_ACCESS_KEY_ID"] == root["MINIO_ROOT_USER"]
+    assert airflow["AWS_SECRET_ACCESS_KEY"] == root["MINIO_ROOT_PASSWORD"]
+    assert urlparse(airflow["AWS_ENDPOINT_URL"]).hostname == "minio"
+    assert airflow["AWS_DEFAULT_REGION"] == "us-east-1"
+
+
+def test_minio_init_creates_store_bucket(compose, services):
+    env = env_of(compose["x-airflow-common"])
+    script = command_text(services["minio-init"])
+    buckets = set(re.findall(r"mc mb (?:--\S+ )*local/([\w.-]+)", script))
+    for var in ("GENREFLOW_STORE", "GENREFLOW_INBOX", "GENREFLOW_VALID_CSV"):
+        uri = urlparse(env[var])
+        assert uri.scheme == "s3", var
+        assert uri.hostname in buckets, f"{var}={env[var]} names a bucket minio-init never creates"
+
+
+def test_project_env(compose):
+    env = env_of(compose["x-airflow-common"])
+    assert env["GENREFLOW_STORE"] == "s3://genreflow/store"
+    assert env["GENREFLOW_INBOX"] == "s3://genreflow/inbox"
+    assert env["GENREFLOW_VALID_CSV"] == "s3://genreflow/valid/valid.csv"
+    assert env["GENREFLOW_WORKERS"] == "2"
+    assert env["GENREFLOW_HOME"] == "/opt/genreflow"
+    assert "SPOTIPY_CLIENT_ID" in env and "SPOTIPY_CLIENT_SECRET" in env
+
+
+def test_s3_connection_json(compose, services):
+    env = env_of(compose["x-airflow-common"])
+    conn = json.loads(env["AIRFLOW_CONN_GENREFLOW_S3"])
+    assert conn["conn_type"] == "aws"
+    assert conn["login"] == env["AWS_ACCESS_KEY_ID"]
+    assert conn["password"] == env["AWS_SECRET_ACCESS_KEY"]
+    endpoint = urlparse(conn["extra"]["endpoint_url"])
+    assert endpoint.hostname == "minio" and endpoint.hostname in services
+    assert conn["extra"]["region_name"] == "us-east-1"
+
+
+def test_bind_mounts_exist(compose, services):
+    sources = []
+    for name, service in [("x-airflow-common", compose["x-airflow-common"]), *services.items()]:
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source")
+            if source and source.startswith((".", "/")):
+                sources.append((name, source))
+    assert ("x-airflow-common", "./dags") in sources
+    for name, source in sources:
+        assert (COMPOSE.parent / source).is_dir(), f"{name}: bind mount {source} does not exist"
+    targets = {v.split(":")[1] for v in compose["x-airflow-common"]["volumes"]}
+    assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/genreflow/include"} <= targets
+
+
+def test_named_volumes_declared(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+
+
+def dockerfile_instructions() -> list[tuple[str, list[str]]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = (line.strip() for line in text.splitlines())
+    return [
+        (line.split()[0].upper(), shlex.split(line)[1:])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_base_image_pinned():
+    froms = [args for op, args in dockerfile_instructions() if op == "FROM"]
+    assert froms, "Dockerfile has no FROM"
+    image = froms[0][-1]
+    assert_pinned(image)
+    assert image.startswith("apache/airflow:3.3.2-python3.11"), image
+
+
+def test_dockerfile_copies_existing_files():
+    copies = [args for op, args in dockerfile_instructions() if op in ("COPY", "ADD")]
+    assert copies
+    for args in copies:
+        args = [a for a in args if not a.startswith("--")]
+        for source in args[:-1]:
+            assert (ROOT / source).exists(), f"Dockerfile copies {source}, not in the repo"
+
+
+def test_dockerfile_matches_requirements_airflow_pin():
+    requirements = ROOT / "requirements.txt"
+    if not requirements.exists():
+        pytest.skip("requirements.txt not written yet")
+    pins = re.findall(r"^apache-airflow==(\S+)", requirements.read_text(), re.MULTILINE)
+    assert pins == ["3.3.2"], "image and requirements.txt must pin the same Airflow"
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", "var", ".git", "airflow-home", "bench/out"} <= ignored
+    for needed in ("src", "include", "pyproject.toml", "requirements.txt"):
+        assert needed not in ignored
+
+
+def test_docker_compose_config_if_available():
+    """`docker compose config` validates against the real schema; optional here."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI")
+    try:
+        result = subprocess.run(
+            ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip("docker compose config timed out")
+    if result.returncode != 0 and "unknown" in (result.stderr + result.stdout).lower():
+        pytest.skip("docker compose plugin not installed")
+    assert result.returncode == 0, result.stderr
