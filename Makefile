@@ -24,6 +24,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 run: install
 	bash scripts/run-demo.sh
 
+airflow: install
+	bash scripts/airflow-standalone.sh
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q

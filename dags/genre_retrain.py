@@ -4,15 +4,30 @@ Wiring only: every task calls one function of genreflow.tasks, where the logic l
 and is tested without a scheduler. XCom carries store keys and counts, never data.
 Bad data or configuration (genreflow.errors.PermanentError) fails a task at once;
 anything else (S3 down, a network error) gets the task's retries.
+
+Runs every Monday 03:00 UTC, on Trigger, and whenever an event is posted to the inbox
+asset (new tracks were dropped in). No start_date on purpose: unpausing does not start a
+catch-up run for the last missed Monday, the first scheduled run is the next one.
+Each successful publish emits an event on the latest-model asset, with ``promoted`` and
+the version in its extra, for downstream DAGs.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 from genreflow.config import Settings, load_settings
@@ -33,6 +48,20 @@ def fail_fast(fn):
     return wrapper
 
 
+def asset_uri(location: str) -> str:
+    """An Asset URI for a store location: s3:// kept, a local path made file://."""
+    if urlparse(location).scheme:
+        return location.rstrip("/")
+    return Path(location).resolve().as_uri()
+
+
+_env = load_settings()
+INBOX = Asset(name="genreflow_inbox", uri=asset_uri(_env.inbox), group="genreflow")
+LATEST_MODEL = Asset(
+    name="genreflow_latest_model", uri=f"{asset_uri(_env.store)}/latest.json", group="genreflow"
+)
+
+
 def run_context() -> tuple[Settings, dict, str]:
     """Settings (env, overridden by non-empty params), the params, and the run id."""
     context = get_current_context()
@@ -45,8 +74,9 @@ def run_context() -> tuple[Settings, dict, str]:
 
 @dag(
     dag_id="genre_retrain",
-    schedule="@weekly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=INBOX
+    ),
     catchup=False,
     max_active_runs=1,
     tags=["genreflow", "ml"],
@@ -70,10 +100,10 @@ def genre_retrain():
     @fail_fast
     def discover() -> list[list[dict]]:
         """New tracks from the configured sources, in batches for the mapped extract."""
-        settings, params, _ = run_context()
+        settings, params, run_id = run_context()
         return ingest.discover(
             settings, list(params["sources"]), params["max_new_tracks"], params["batch_size"],
-            params["retry_failed"],
+            params["retry_failed"], run_id,
         )
 
     @task(map_index_template="{{ task.op_kwargs['batch'] | length }} tracks")
@@ -124,12 +154,16 @@ def genre_retrain():
         settings, params, _ = run_context()
         return release.gate(settings, metrics, params["gate_margin"], params["force_publish"])
 
-    @task
+    @task(outlets=[LATEST_MODEL])
     @fail_fast
     def publish(snapshot: dict, trained: dict, metrics: dict, decision: dict) -> dict:
         """Write models/<version>/, verify it, then move latest if promoted."""
         settings, _, run_id = run_context()
-        return release.publish(settings, snapshot, trained, metrics, decision, run_id)
+        result = release.publish(settings, snapshot, trained, metrics, decision, run_id)
+        get_current_context()["outlet_events"][LATEST_MODEL].extra = {
+            "version": result["version"], "promoted": result["promoted"], "store": settings.store,
+        }
+        return result
 
     snapshot = assemble(extract.expand(batch=discover()))
     checked = checks(snapshot)

@@ -153,3 +153,48 @@ def s3_bucket(s3_endpoint, monkeypatch) -> tuple[str, dict[str, str]]:
         Bucket=bucket
     )
     return bucket, env
+
+
+@pytest.fixture(scope="session")
+def short_clips(tmp_path_factory) -> dict[str, Path]:
+    """Two 3.2-s clips (one segment each) per genre for classical and metal, by file name."""
+    from genreflow.synth import write_corpus
+
+    root = tmp_path_factory.mktemp("short-clips")
+    return {p.name: p for p in write_corpus(root, TEST_GENRES[:2], 2, seconds=3.2, seed=3)}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path) -> str:
+    """A fresh, empty store URI on each backend: a local folder, and a bucket on moto."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    bucket, _ = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/registry"
+
+
+def segment_table(genres=TEST_GENRES, tracks: int = 4, segments: int = 5, seed: int = 0,
+                  shift: dict[int, float] | None = None, prefix: str = "t"):
+    """A segment table of standard-normal features; ``shift`` = {feature index: step},
+    added to that feature times the genre's position, makes it differ by genre."""
+    import numpy as np
+    import pandas as pd
+
+    from genreflow.dataset import track_frame
+    from genreflow.features.names import FEATURE_NAMES
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for g, genre in enumerate(genres):
+        for t in range(tracks):
+            X = rng.standard_normal((segments, len(FEATURE_NAMES)))
+            for column, step in (shift or {}).items():
+                X[:, column] += step * g
+            frames.append(track_frame(f"{prefix}{genre}{t}", genre, X))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def make_table():
+    """Factory of hand-checkable segment tables (see segment_table)."""
+    return segment_table

@@ -47,7 +47,8 @@ def load_audio(source: str | Path | bytes, name: str = "") -> np.ndarray:
     except FileNotFoundError:
         raise
     except Exception as exc:  # decoders raise many unrelated types for bad bytes
-        raise UndecodableAudio(f"{label}: cannot decode audio ({type(exc).__name__}: {exc})") from exc
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UndecodableAudio(f"{label}: cannot decode audio ({reason})") from exc
     return check_audio(np.asarray(y, dtype=np.float32), label)
 
 

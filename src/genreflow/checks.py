@@ -1,9 +1,23 @@
-"""Data checks on a training snapshot: what must hold before a model is trained on it."""
+"""Statistical checks on a training snapshot: what must hold before a model is trained on it.
+
+Every test here is vectorised over the 311 feature columns (scipy's ``axis=0``), so a
+snapshot of a few thousand segments is checked in well under a second. Which finding
+stops a run (:class:`CheckFailed`) and which only warns is a :class:`CheckPolicy`,
+optionally read from ``include/checks.toml``.
+
+Segments of one track are not independent samples; p-values over segments are therefore
+optimistic. The per-genre confidence intervals use one value per track (its mean) for
+that reason.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -13,60 +27,264 @@ from genreflow.features.names import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
-MIN_TRACKS_PER_GENRE = 2
-ALPHA = 0.05
+FINDINGS = (
+    "too_few_tracks", "imbalance", "duplicate_segments", "low_separability", "drift",
+)
+CORRECTIONS = ("bh", "holm")
 
 
 class CheckFailed(PermanentError, RuntimeError):
     """A hard check failed: training on this snapshot would mislead."""
 
 
-def kruskal_per_feature(table) -> dict[str, dict[str, float]]:
-    """H and p of the Kruskal-Wallis test of each feature against the genre."""
+@dataclass(frozen=True)
+class CheckPolicy:
+    """Thresholds of the checks and which findings stop a run (the others only warn).
+
+    ``correction``: multiple-testing correction of the per-feature p-values, "bh"
+    (Benjamini-Hochberg, controls the false discovery rate) or "holm" (family-wise).
+    """
+
+    alpha: float = 0.05
+    correction: str = "bh"
+    min_tracks_per_genre: int = 2
+    max_imbalance_ratio: float = 5.0
+    max_duplicate_share: float = 0.01
+    min_significant_share: float = 0.5
+    max_drift_share: float = 0.25
+    shapiro_max_rows: int = 500  # per genre; Shapiro-Wilk is subsampled above this
+    top_features: int = 10
+    fail_on: tuple[str, ...] = ("too_few_tracks",)
+
+    def __post_init__(self):
+        if self.correction not in CORRECTIONS:
+            raise CheckFailed(f"checks policy: correction must be one of {CORRECTIONS}")
+        unknown = sorted(set(self.fail_on) - set(FINDINGS))
+        if unknown:
+            raise CheckFailed(f"checks policy: unknown finding(s) in fail_on: {unknown}; "
+                              f"known: {list(FINDINGS)}")
+
+
+def load_policy(path: Path | None) -> CheckPolicy:
+    """The ``[checks]`` table of a TOML file over the defaults; no file, the defaults."""
+    if path is None or not Path(path).is_file():
+        return CheckPolicy()
+    with Path(path).open("rb") as fh:
+        values = tomllib.load(fh).get("checks", {})
+    known = {f.name for f in fields(CheckPolicy)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CheckFailed(f"{path}: unknown [checks] key(s) {unknown}; known: {sorted(known)}")
+    if "fail_on" in values:
+        values["fail_on"] = tuple(values["fail_on"])
+    return replace(CheckPolicy(), **values)
+
+
+def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
+    """Multiple-testing adjusted p-values (NaN, from constant columns, stays NaN)."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if not ok.any():
+        return out
+    if method == "bh":
+        out[ok] = false_discovery_control(p[ok], method="bh")
+        return out
+    values = p[ok]
+    order = np.argsort(values)
+    m = len(values)
+    holm = np.maximum.accumulate(values[order] * (m - np.arange(m)))
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(holm, 1.0)
+    out[ok] = adjusted
+    return out
+
+
+def kruskal_columns(X: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kruskal-Wallis H and p of every column of ``X`` against integer groups ``codes``.
+
+    A constant column has H = 0 and p = 1 (it cannot separate anything).
+    """
     from scipy.stats import kruskal
 
-    groups = [g[FEATURE_NAMES].to_numpy() for _, g in table.groupby("genre")]
+    groups = [X[codes == c] for c in np.unique(codes)]
+    if len(groups) < 2:
+        return np.zeros(X.shape[1]), np.ones(X.shape[1])
+    with np.errstate(all="ignore"):
+        h, p = kruskal(*groups, axis=0)
+    constant = ~np.isfinite(h)
+    return np.where(constant, 0.0, h), np.where(constant, 1.0, p)
+
+
+def _finite(value) -> float | None:
+    """JSON-safe float: NaN/inf (undefined statistics) become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _anova(groups: list[np.ndarray], policy: CheckPolicy, rng) -> dict:
+    """One-way ANOVA beside its assumption tests and their pass rates (share of features)."""
+    from scipy.stats import bartlett, f_oneway, levene, shapiro
+
+    with np.errstate(all="ignore"):
+        f, p = f_oneway(*groups, axis=0)
+        levene_p = levene(*groups, axis=0).pvalue
+        bartlett_p = bartlett(*groups, axis=0).pvalue
+        normal = np.ones(groups[0].shape[1], dtype=bool)
+        for g in groups:
+            if len(g) < 3:
+                continue
+            rows = g if len(g) <= policy.shapiro_max_rows else g[
+                rng.choice(len(g), policy.shapiro_max_rows, replace=False)]
+            normal &= shapiro(rows - rows.mean(axis=0), axis=0).pvalue >= policy.alpha
+    equal_var = (levene_p >= policy.alpha) & (bartlett_p >= policy.alpha)
+    significant = adjust_p(p, policy.correction) < policy.alpha
+    return {
+        "significant_share": float(significant.mean()),
+        "shapiro_pass_share": float(normal.mean()),
+        "levene_pass_share": float(np.mean(levene_p >= policy.alpha)),
+        "bartlett_pass_share": float(np.mean(bartlett_p >= policy.alpha)),
+        "assumptions_hold_share": float((normal & equal_var).mean()),
+        "shapiro_max_rows_per_genre": policy.shapiro_max_rows,
+        "F": {n: _finite(v) for n, v in zip(FEATURE_NAMES, f, strict=True)},
+    }
+
+
+def confidence_intervals(table, features: Sequence[str], level: float = 0.95) -> dict:
+    """Per genre, mean and CI of each feature over track means (tracks are independent)."""
+    from scipy.stats import t
+
+    track_means = table.groupby(["genre", "track_id"])[list(features)].mean()
     result = {}
-    for i, name in enumerate(FEATURE_NAMES):
-        samples = [g[:, i] for g in groups]
-        if len(samples) < 2 or np.ptp(np.concatenate(samples)) == 0:
-            result[name] = {"H": 0.0, "p": 1.0}
-            continue
-        h, p = kruskal(*samples)
-        result[name] = {"H": float(h), "p": float(p)}
+    for feature in features:
+        per_genre = {}
+        for genre, values in track_means[feature].groupby(level="genre"):
+            n, mean = len(values), float(values.mean())
+            half = (t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+                    if n > 1 else math.nan)
+            per_genre[str(genre)] = {"mean": mean, "low": _finite(mean - half),
+                                     "high": _finite(mean + half), "n_tracks": int(n)}
+        result[feature] = per_genre
     return result
 
 
+def drift(previous, current, policy: CheckPolicy) -> dict:
+    """Two-sample KS per feature: new tracks (or the whole snapshot) vs the previous one."""
+    from scipy.stats import ks_2samp
+
+    new = current[~current["track_id"].isin(set(previous["track_id"]))]
+    compared = new if len(new) else current
+    with np.errstate(all="ignore"):
+        result = ks_2samp(previous[FEATURE_NAMES].to_numpy(np.float64),
+                          compared[FEATURE_NAMES].to_numpy(np.float64), axis=0)
+    adjusted = adjust_p(result.pvalue, policy.correction)
+    drifted = adjusted < policy.alpha
+    order = np.argsort(-np.nan_to_num(result.statistic))
+    return {
+        "compared": "new tracks" if len(new) else "whole snapshot (no new tracks)",
+        "n_previous_segments": int(len(previous)),
+        "n_compared_segments": int(len(compared)),
+        "drifted_share": float(drifted.mean()),
+        "drifted_features": [FEATURE_NAMES[i] for i in order if drifted[i]],
+        "ks": {n: {"D": _finite(d), "p_adj": _finite(pa)} for n, d, pa in
+               zip(FEATURE_NAMES, result.statistic, adjusted, strict=True)},
+    }
+
+
+def _findings(report: dict, policy: CheckPolicy) -> list[dict]:
+    """(finding, message) pairs of everything outside the policy's thresholds."""
+    found = [("too_few_tracks", f"genre {g!r} has {n} track(s), fewer than "
+              f"{policy.min_tracks_per_genre}")
+             for g, n in report["tracks_per_genre"].items() if n < policy.min_tracks_per_genre]
+    if report["imbalance_ratio"] > policy.max_imbalance_ratio:
+        found.append(("imbalance", f"segments per genre differ {report['imbalance_ratio']:.1f}x "
+                      f"(> {policy.max_imbalance_ratio}x)"))
+    if report["duplicate_share"] > policy.max_duplicate_share:
+        found.append(("duplicate_segments", f"{report['duplicate_segments']} segment(s) repeat "
+                      f"another's features exactly ({report['duplicate_share']:.1%})"))
+    share = report["kruskal"]["significant_share"]
+    if share < policy.min_significant_share:
+        found.append(("low_separability", f"only {share:.0%} of features differ by genre "
+                      f"(Kruskal-Wallis, {policy.correction}-adjusted p<{policy.alpha})"))
+    if report["drift"] and report["drift"]["drifted_share"] > policy.max_drift_share:
+        found.append(("drift", f"{report['drift']['drifted_share']:.0%} of features drifted "
+                      f"from the previous snapshot (KS, {policy.correction}-adjusted)"))
+    return [{"finding": name, "severity": "fail" if name in policy.fail_on else "warn",
+             "message": message} for name, message in found]
+
+
 def run_checks(
-    table, genres: Sequence[str], min_tracks_per_genre: int = MIN_TRACKS_PER_GENRE
+    table, genres: Sequence[str], policy: CheckPolicy = CheckPolicy(), previous=None,
+    seed: int = 0,
 ) -> dict:
-    """The checks report; raises CheckFailed (after logging it) on a hard failure."""
+    """The checks report (JSON-able). Schema/dtype/NaN problems raise TableError at once;
+    policy findings are listed in ``findings``; the caller raises on the "fail" ones."""
     check_table(table, genres, "training snapshot")
+    X = table[FEATURE_NAMES].to_numpy(np.float64)
+    genre = table["genre"].astype(str).to_numpy()
+    present = sorted(set(genre))
+    codes = np.searchsorted(present, genre)
     tracks = table.groupby("genre")["track_id"].nunique().reindex(genres, fill_value=0)
     segments = table["genre"].value_counts().reindex(genres, fill_value=0)
-    failures = [
-        f"genre {g!r} has {n} track(s), fewer than {min_tracks_per_genre}"
-        for g, n in tracks.items()
-        if n < min_tracks_per_genre
-    ]
-    kruskal = kruskal_per_feature(table)
-    significant = sum(v["p"] < ALPHA for v in kruskal.values())
-    top = sorted(kruskal, key=lambda f: kruskal[f]["H"], reverse=True)[:10]
+    duplicates = int(table.duplicated(subset=FEATURE_NAMES).sum())
+
+    h, p = kruskal_columns(X, codes)
+    p_adj = adjust_p(p, policy.correction)
+    top = [FEATURE_NAMES[i] for i in np.argsort(-h)[: policy.top_features]]
+    groups = [X[codes == c] for c in range(len(present))]
     report = {
+        "policy": {f.name: getattr(policy, f.name) for f in fields(CheckPolicy)},
         "n_segments": int(len(table)),
         "n_tracks": int(table["track_id"].nunique()),
         "tracks_per_genre": {g: int(n) for g, n in tracks.items()},
         "segments_per_genre": {g: int(n) for g, n in segments.items()},
         "imbalance_ratio": float(segments.max() / max(segments.min(), 1)),
-        "kruskal": kruskal,
-        "kruskal_significant_share": significant / len(FEATURE_NAMES),
-        "kruskal_top_features": top,
-        "failures": failures,
+        "duplicate_segments": duplicates,
+        "duplicate_share": duplicates / len(table),
+        "kruskal": {
+            "correction": policy.correction,
+            "significant_share": float(np.mean(p_adj < policy.alpha)),
+            "top_features": top,
+            "per_feature": {n: {"H": float(hv), "p": float(pv), "p_adj": _finite(pa)}
+                            for n, hv, pv, pa in zip(FEATURE_NAMES, h, p, p_adj, strict=True)},
+        },
+        "anova": _anova(groups, policy, np.random.default_rng(seed)) if len(groups) > 1 else None,
+        "confidence_intervals": confidence_intervals(table, top),
+        "drift": drift(previous, table, policy) if previous is not None else None,
     }
-    log.info(
-        "checks: %d tracks, %d segments, imbalance %.2f, %d/%d features differ by genre "
-        "(Kruskal-Wallis p<%.2f); top: %s",
-        report["n_tracks"], report["n_segments"], report["imbalance_ratio"], significant,
-        len(FEATURE_NAMES), ALPHA, ", ".join(top[:5]),
-    )
+    report["findings"] = _findings(report, policy)
+    log.info("%s", summary(report))
     return report
+
+
+def summary(report: dict) -> str:
+    """A few readable lines for the task log."""
+    kw, anova, drift_ = report["kruskal"], report["anova"], report["drift"]
+    lines = [
+        f"checks: {report['n_tracks']} tracks, {report['n_segments']} segments; imbalance "
+        f"{report['imbalance_ratio']:.2f}x; {report['duplicate_segments']} duplicate segment(s)",
+        f"  Kruskal-Wallis: {kw['significant_share']:.0%} of {len(FEATURE_NAMES)} features "
+        f"differ by genre ({kw['correction']}-adjusted); top: {', '.join(kw['top_features'][:5])}",
+    ]
+    if anova:
+        lines.append(
+            f"  ANOVA (do not trust without its assumptions): {anova['significant_share']:.0%} "
+            f"significant; assumptions hold for {anova['assumptions_hold_share']:.0%} "
+            f"(Shapiro {anova['shapiro_pass_share']:.0%}, Levene "
+            f"{anova['levene_pass_share']:.0%}, Bartlett {anova['bartlett_pass_share']:.0%})")
+    lines.append(
+        f"  drift vs previous snapshot ({drift_['compared']}): "
+        f"{drift_['drifted_share']:.0%} of features" if drift_ else
+        "  drift: no previous snapshot to compare with")
+    lines += [f"  {f['severity'].upper()}: {f['finding']}: {f['message']}"
+              for f in report["findings"]]
+    return "\n".join(lines)
+
+
+def raise_on_failures(report: dict, where: str) -> None:
+    """CheckFailed naming every finding the policy marks as fatal."""
+    failed = [f["message"] for f in report["findings"] if f["severity"] == "fail"]
+    if failed:
+        raise CheckFailed(f"data checks failed: {'; '.join(failed)} (report: {where})")

@@ -1,13 +1,16 @@
-"""The ``genreflow`` command: demo data, validation tables, and the model registry."""
+"""The ``genreflow`` command: demo data, validation tables, the model registry, predict."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from genreflow import registry
 from genreflow.config import load_settings
 
 log = logging.getLogger("genreflow.cli")
@@ -15,6 +18,8 @@ log = logging.getLogger("genreflow.cli")
 DEMO_TRACKS_PER_GENRE = 8
 DEMO_VALID_TRACKS_PER_GENRE = 3
 DEMO_TRAIN_SEED, DEMO_VALID_SEED = 1, 2
+ENV_CACHE = "GENREFLOW_CACHE"
+PROGRESS_BYTES = 4_000_000  # log download progress for files larger than this
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -58,22 +63,30 @@ def cmd_valid_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from genreflow.registry import MODELS_PREFIX, read_latest, read_manifest
+def _store(args: argparse.Namespace):
     from genreflow.storage import open_store
 
-    store = open_store(args.store or load_settings().store)
-    latest = (read_latest(store) or {}).get("version")
-    versions = sorted({k.split("/")[1] for k in store.list_keys(f"{MODELS_PREFIX}/")
-                       if k.endswith("/manifest.json")})
+    return open_store(args.store or load_settings().store)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    store = _store(args)
+    latest = (registry.read_latest(store) or {}).get("version")
     rows = []
-    for version in versions:
-        manifest = read_manifest(store, version)
+    for version in registry.list_versions(store):
+        try:
+            manifest = registry.read_manifest(store, version)
+        except registry.RegistryError as exc:
+            log.warning("skipping %s: %s", version, exc)
+            continue
+        metrics = manifest.get("metrics", {})
         rows.append({
-            "version": version, "latest": version == latest, "promoted": manifest["promoted"],
-            "roc_auc_ovo": manifest["metrics"]["roc_auc_ovo"],
-            "song_accuracy": manifest["metrics"]["song_accuracy"],
-            "location": store.location(f"{MODELS_PREFIX}/{version}/"),
+            "version": version, "latest": version == latest,
+            "promoted": bool(manifest.get("promoted")),
+            "roc_auc_ovo": metrics.get("roc_auc_ovo"),
+            "song_accuracy": metrics.get("song_accuracy"),
+            "gate": manifest.get("gate", {}).get("reason", ""),
+            "location": store.location(registry.version_key(version, "")),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -81,9 +94,124 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"no models in {store.uri}")
     for row in rows if not args.json else []:
         mark = "*" if row["latest"] else " "
-        print(f"{mark} {row['version']}  ROC-AUC {row['roc_auc_ovo']:.4f}  song accuracy "
-              f"{row['song_accuracy']:.4f}  {'promoted' if row['promoted'] else 'not promoted'}"
-              f"  {row['location']}")
+        print(f"{mark} {row['version']}  ROC-AUC {_number(row['roc_auc_ovo'])}  song accuracy "
+              f"{_number(row['song_accuracy'])}  "
+              f"{'promoted' if row['promoted'] else 'not promoted'}  {row['location']}")
+    return 0
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def cache_dir(store, version: str) -> Path:
+    """Per store and version, so two stores never share a cached file of the same name."""
+    root = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "genreflow")
+    return root / hashlib.sha256(store.uri.encode()).hexdigest()[:12] / version
+
+
+def download(store, version: str, manifest: dict, dest: Path,
+             names: list[str] | None = None) -> dict[str, bytes]:
+    """Fetch files of a version, verify each sha256, then write them into ``dest``."""
+    contents = {}
+    for name in sorted(manifest["files"]) if names is None else names:
+        size = manifest["files"].get(name, {}).get("bytes", 0)
+        if size > PROGRESS_BYTES:
+            log.info("downloading %s of %s (%.1f MB)...", name, version, size / 1e6)
+        contents.update(registry.verify_files(store, version, manifest, [name]))
+        if size > PROGRESS_BYTES:
+            log.info("downloaded %s (%.1f MB), sha256 verified", name, size / 1e6)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, data in {**contents, registry.MANIFEST_FILE: registry.json_bytes(manifest)}.items():
+        tmp = dest / f".{name}.part"
+        tmp.write_bytes(data)
+        os.replace(tmp, dest / name)
+    return contents
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    store = _store(args)
+    version, manifest = registry.resolve(store, args.version)
+    dest = Path(args.dest) if args.dest else cache_dir(store, version)
+    contents = download(store, version, manifest, dest)
+    print(f"pulled {version}: {len(contents)} files, sha256 verified -> {dest}")
+    return 0
+
+
+def cached_model(store, version: str | None):
+    """(version, manifest, model): the cached copy when its sha256 matches the manifest."""
+    version, manifest = registry.resolve(store, version)
+    path = cache_dir(store, version) / registry.MODEL_FILE
+    expected = manifest.get("files", {}).get(registry.MODEL_FILE, {}).get("sha256")
+    data = path.read_bytes() if path.is_file() else b""
+    if registry.sha256_hex(data) != expected:
+        if data:
+            log.warning("cached %s does not match its manifest; downloading it again", path)
+        data = download(store, version, manifest, path.parent, [path.name])[path.name]
+    return version, manifest, registry.load_model_bytes(data)
+
+
+def predict_file(model, path: Path) -> dict:
+    """Song genre by majority vote of segment predictions, top-3 mean probabilities."""
+    import numpy as np
+    import pandas as pd
+
+    from genreflow.evaluation import song_votes
+    from genreflow.extraction import extract_audio_features
+    from genreflow.features.names import FEATURE_NAMES
+
+    features = pd.DataFrame(extract_audio_features(path, str(path)), columns=FEATURE_NAMES)
+    proba = model.predict_proba(features)
+    classes = np.asarray(model.classes_).astype(str)
+    predicted = classes[proba.argmax(axis=1)]
+    genre = song_votes(np.zeros(len(predicted)), predicted).iloc[0]
+    mean = proba.mean(axis=0)
+    top = np.argsort(-mean, kind="stable")[:3]
+    return {
+        "file": str(path), "genre": str(genre), "segments": int(len(predicted)),
+        "votes": int((predicted == genre).sum()),
+        "top3": [{"genre": str(classes[i]), "probability": round(float(mean[i]), 6)}
+                 for i in top],
+    }
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from genreflow.audio import AudioError
+    from genreflow.features.names import FEATURE_NAMES
+
+    store = _store(args)
+    version, manifest, model = cached_model(store, args.version)
+    if manifest.get("feature_names", FEATURE_NAMES) != FEATURE_NAMES:
+        raise registry.RegistryError(f"model {version} expects other features than this code")
+    results, failed = [], 0
+    for name in args.files:
+        try:
+            result = predict_file(model, Path(name))
+        except (AudioError, OSError) as exc:
+            failed += 1
+            result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
+            print(f"genreflow: error: {name}: {result['error']}", file=sys.stderr)
+        results.append({**result, "version": version})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for row in results if not args.json else []:
+        if "error" not in row:
+            top = ", ".join(f"{t['genre']} {t['probability']:.3f}" for t in row["top3"])
+            print(f"{row['file']}: {row['genre']} ({row['votes']}/{row['segments']} segments)"
+                  f"  top-3: {top}")
+    log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed, version,
+             failed)
+    return 1 if failed else 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    store = _store(args)
+    previous = (registry.read_latest(store) or {}).get("version")
+    manifest = registry.set_latest(store, args.version)
+    if not manifest.get("promoted"):
+        log.warning("%s was refused by its gate: %s", args.version,
+                    manifest.get("gate", {}).get("reason", "no reason recorded"))
+    print(f"latest: {previous} -> {args.version}")
     return 0
 
 
@@ -103,17 +231,43 @@ def build_parser() -> argparse.ArgumentParser:
     valid.add_argument("--workers", type=int)
     valid.set_defaults(func=cmd_valid_table)
 
-    models = sub.add_parser("models", help="list published model versions")
-    models.add_argument("--store", help="store URI (default: GENREFLOW_STORE)")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", help="store URI (default: GENREFLOW_STORE)")
+
+    models = sub.add_parser("models", parents=[store], help="list published model versions")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    pull = sub.add_parser("pull", parents=[store], help="download a model, sha256 verified")
+    pull.add_argument("--version", help="version (default: latest)")
+    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE})")
+    pull.set_defaults(func=cmd_pull)
+
+    predict = sub.add_parser("predict", parents=[store], help="genre of audio files")
+    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument("--version", help="version (default: latest)")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=cmd_predict)
+
+    rollback = sub.add_parser("rollback", parents=[store],
+                              help="point latest at another complete, untampered version")
+    rollback.add_argument("version")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; registry, storage and data errors print one line and exit 1."""
+    from genreflow.dataset import TableError
+    from genreflow.storage import StoreError
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (registry.RegistryError, StoreError, TableError) as exc:
+        print(f"genreflow: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ ENV_STORE = "GENREFLOW_STORE"
 ENV_INBOX = "GENREFLOW_INBOX"
 ENV_VALID_CSV = "GENREFLOW_VALID_CSV"
 ENV_WORKERS = "GENREFLOW_WORKERS"
+ENV_SPOTIFY_API = "GENREFLOW_SPOTIFY_API_PREFIX"  # e.g. a proxy or a test server; empty: Spotify
+ENV_SPOTIFY_TOKEN_URL = "GENREFLOW_SPOTIFY_TOKEN_URL"
 
 
 def project_home() -> Path:
@@ -41,6 +43,8 @@ class Settings:
     genres: tuple[str, ...]
     playlists: dict[str, list[str]] = field(default_factory=dict)
     workers: int = 1
+    spotify_api_prefix: str = ""
+    spotify_token_url: str = ""
 
     @property
     def demo_dir(self) -> Path:
@@ -79,4 +83,6 @@ def load_settings(**overrides: str | int | None) -> Settings:
         inbox=str(values["inbox"]),
         valid_csv=str(values["valid_csv"]),
         workers=max(1, int(values["workers"])),
+        spotify_api_prefix=os.environ.get(ENV_SPOTIFY_API, ""),
+        spotify_token_url=os.environ.get(ENV_SPOTIFY_TOKEN_URL, ""),
     )

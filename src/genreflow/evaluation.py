@@ -18,8 +18,18 @@ def song_votes(track_ids: np.ndarray, predicted: np.ndarray):
 
 
 def evaluate(model, table) -> dict:
-    """Metrics JSON of ``model`` on ``table`` (never used for fitting or tuning)."""
-    from sklearn.metrics import accuracy_score, classification_report, f1_score, roc_auc_score
+    """Metrics JSON of ``model`` on ``table`` (never used for fitting or tuning).
+
+    Per-genre precision/recall and the confusion matrix are song-level (majority vote),
+    the unit a user sees; the segment-level confusion matrix is kept beside it.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        classification_report,
+        confusion_matrix,
+        f1_score,
+        roc_auc_score,
+    )
 
     classes = list(model.classes_)
     missing = sorted(set(table["genre"]) - set(classes))
@@ -32,10 +42,11 @@ def evaluate(model, table) -> dict:
     columns = [classes.index(c) for c in present]
     scores = proba[:, columns]
     scores = scores / scores.sum(axis=1, keepdims=True)
-    roc_auc = roc_auc_score(y_true, scores, multi_class="ovo", labels=present)
+    roc_auc = (roc_auc_score(y_true, scores, multi_class="ovo", labels=present)
+               if len(present) > 1 else float("nan"))
 
     song_pred = song_votes(table["track_id"].to_numpy(), predicted)
-    song_true = table.groupby("track_id")["genre"].first().loc[song_pred.index]
+    song_true = table.groupby("track_id")["genre"].first().loc[song_pred.index].astype(str)
     return {
         "roc_auc_ovo": round(float(roc_auc), 6),
         "segment_accuracy": round(float(accuracy_score(y_true, predicted)), 6),
@@ -44,6 +55,11 @@ def evaluate(model, table) -> dict:
         "n_segments": int(len(table)),
         "n_songs": int(len(song_pred)),
         "per_genre": classification_report(
-            song_true, song_pred, output_dict=True, zero_division=0
+            song_true, song_pred, labels=classes, output_dict=True, zero_division=0
         ),
+        "confusion_matrix": {
+            "labels": classes,
+            "songs": confusion_matrix(song_true, song_pred, labels=classes).tolist(),
+            "segments": confusion_matrix(y_true, predicted, labels=classes).tolist(),
+        },
     }

@@ -45,6 +45,7 @@ def _extract_job(job_id: str, source: bytes | Path) -> tuple[str, np.ndarray | A
     try:
         return job_id, extract_audio_features(source, job_id)
     except AudioError as exc:
+        log.warning("refused %s: %s", job_id, exc)
         return job_id, exc
 
 
@@ -94,10 +95,7 @@ def extract_many(
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    job_id, result = future.result()
-                    if isinstance(result, AudioError):
-                        log.warning("refused %s: %s", job_id, result)
-                    yield job_id, result
+                    yield future.result()
         finally:
             for future in pending:
                 future.cancel()

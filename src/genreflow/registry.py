@@ -2,18 +2,23 @@
 
 Readers only ever follow ``latest.json``, which is written last, after every file of
 the version is uploaded and read back with a matching sha256: a failure anywhere
-before that leaves the previous champion in place.
+before that leaves the previous champion in place. The pointer is replaced by a
+conditional write (compare-and-swap on its ETag), so two publishers racing cannot
+silently clobber each other, and it carries the sha256 of the champion's manifest, so
+the chain latest -> manifest -> files is checked end to end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
 
 from genreflow.errors import PermanentError
-from genreflow.storage import KeyNotFound, Store
+from genreflow.storage import AlreadyExists, KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +26,58 @@ MODELS_PREFIX = "models"
 LATEST_KEY = "latest.json"
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CURRENT = object()  # publish(expected_champion=...) default: latest as read at the start
 
 
 class RegistryError(PermanentError, RuntimeError):
     """A model cannot be published or trusted; the message says which file and why."""
 
 
+class NoModel(RegistryError):
+    """The store has no champion (no ``latest.json``)."""
+
+
+class UnknownVersion(RegistryError):
+    """No file at all exists under ``models/<version>/``."""
+
+
+class IncompleteVersion(RegistryError):
+    """The version lacks its manifest or a file its manifest lists."""
+
+
+class TamperedFile(RegistryError):
+    """A file's sha256 differs from the one recorded when it was published."""
+
+
+class UntrustedModel(RegistryError):
+    """The model file holds types outside genreflow.trusted_types, or is not skops."""
+
+
+class PromotionConflict(RegistryError):
+    """``latest.json`` moved while this publish or rollback was deciding: not promoted."""
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
 
 
 def new_version(now: datetime | None = None) -> str:
     """Sortable and unique: UTC timestamp plus a short random suffix."""
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def check_name(name: str, what: str = "version") -> str:
+    """Versions and file names are single path segments (no ``..``, no ``/``)."""
+    if not _SAFE_NAME.match(name or ""):
+        raise UnknownVersion(f"{name!r} is not a valid {what} name")
+    return name
 
 
 def version_key(version: str, name: str) -> str:
@@ -48,11 +91,52 @@ def read_latest(store: Store) -> dict | None:
         return None
 
 
-def read_manifest(store: Store, version: str) -> dict:
+def _read_latest_etag(store: Store) -> tuple[dict | None, str | None]:
     try:
-        return store.read_json(version_key(version, MANIFEST_FILE))
+        data, etag = store.read_bytes_with_etag(LATEST_KEY)
+    except KeyNotFound:
+        return None, None
+    return json.loads(data), etag
+
+
+def list_versions(store: Store) -> list[str]:
+    """Complete-looking versions (those with a manifest), oldest first."""
+    suffix = f"/{MANIFEST_FILE}"
+    return sorted(
+        key.split("/")[1] for key in store.list_keys(f"{MODELS_PREFIX}/")
+        if key.endswith(suffix) and key.count("/") == 2
+    )
+
+
+def read_manifest(store: Store, version: str, expected_sha256: str | None = None) -> dict:
+    key = version_key(check_name(version), MANIFEST_FILE)
+    try:
+        data = store.read_bytes(key)
     except KeyNotFound as exc:
-        raise RegistryError(f"version {version} has no manifest: not a complete version") from exc
+        if store.list_keys(version_key(version, "")):
+            raise IncompleteVersion(
+                f"version {version} has no manifest: not a complete version"
+            ) from exc
+        raise UnknownVersion(f"unknown version {version} in {store.uri}") from exc
+    if expected_sha256 and sha256_hex(data) != expected_sha256:
+        raise TamperedFile(
+            f"{store.location(key)}: sha256 differs from the one in {LATEST_KEY}; refusing it"
+        )
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise TamperedFile(f"{store.location(key)} is not valid JSON: {exc}") from exc
+
+
+def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
+    """(version, manifest) of ``version``, or of the champion (checked against latest.json)."""
+    if version is not None:
+        return version, read_manifest(store, version)
+    latest = read_latest(store)
+    if latest is None:
+        raise NoModel(f"{store.uri} has no published model (no {LATEST_KEY})")
+    version = latest["version"]
+    return version, read_manifest(store, version, latest.get("manifest_sha256"))
 
 
 def champion_manifest(store: Store) -> dict | None:
@@ -60,41 +144,107 @@ def champion_manifest(store: Store) -> dict | None:
     return read_manifest(store, latest["version"]) if latest else None
 
 
-def publish(
-    store: Store, version: str, files: dict[str, bytes], manifest: dict, *, promote: bool
-) -> dict:
-    """Write a new version (never overwriting one), verify it, then maybe move latest."""
-    if store.exists(version_key(version, MANIFEST_FILE)):
-        raise RegistryError(f"version {version} is already published; versions are immutable")
-    checksums = {}
-    for name, data in sorted(files.items()):
-        store.write_bytes(version_key(version, name), data, overwrite=False)
-        checksums[name] = {"sha256": sha256_hex(data), "bytes": len(data)}
-    manifest = {**manifest, "version": version, "files": checksums, "promoted": promote}
-    store.write_json(version_key(version, MANIFEST_FILE), manifest, overwrite=False)
-    verify_files(store, version, manifest)
-    log.info("stored %s (%d files, verified)", store.location(version_key(version, "")), len(files))
-    if promote:
-        store.write_json(
-            LATEST_KEY,
-            {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")},
-        )
-        log.info("latest -> %s", version)
-    return manifest
-
-
-def verify_files(store: Store, version: str, manifest: dict) -> dict[str, bytes]:
-    """Read every file of a version back and check it against the manifest's sha256."""
+def verify_files(
+    store: Store, version: str, manifest: dict, names: list[str] | None = None
+) -> dict[str, bytes]:
+    """Read files of a version back (all by default) and check the manifest's sha256."""
+    listed = manifest.get("files", {})
     contents = {}
-    for name, expected in manifest["files"].items():
-        data = store.read_bytes(version_key(version, name))
-        if sha256_hex(data) != expected["sha256"]:
-            raise RegistryError(
-                f"{store.location(version_key(version, name))}: sha256 mismatch "
-                "(the file changed after publishing); refusing it"
+    for name in sorted(listed) if names is None else names:
+        key = version_key(version, name)
+        if name not in listed:
+            raise IncompleteVersion(f"manifest of {version} lists no {name}")
+        try:
+            data = store.read_bytes(key)
+        except KeyNotFound as exc:
+            raise IncompleteVersion(f"{store.location(key)} is missing") from exc
+        if sha256_hex(data) != listed[name]["sha256"]:
+            raise TamperedFile(
+                f"{store.location(key)}: sha256 mismatch (the file changed after publishing); "
+                "refusing it"
             )
         contents[name] = data
     return contents
+
+
+def publish(
+    store: Store, version: str, files: dict[str, bytes], manifest: dict, *, promote: bool,
+    expected_champion: str | None | object = _CURRENT,
+) -> dict:
+    """Write a new version (never overwriting one), verify it, then maybe move latest.
+
+    ``expected_champion`` is the version the gate compared against (None: no champion);
+    if latest no longer points there, the version stays stored but is not promoted
+    (PromotionConflict). Latest is replaced by compare-and-swap on the ETag read before
+    the upload began, so a concurrent publisher that won in between is never clobbered.
+    """
+    check_name(version)
+    for name in files:
+        check_name(name, "file")
+    if MODEL_FILE not in files or MANIFEST_FILE in files:
+        raise RegistryError(f"a version needs {MODEL_FILE} and must not bring its own manifest")
+    current, etag = _read_latest_etag(store)
+    if store.list_keys(version_key(version, "")):
+        raise RegistryError(f"version {version} is already published; versions are immutable")
+    checksums = {}
+    try:
+        for name, data in sorted(files.items()):
+            store.write_bytes(version_key(version, name), data, overwrite=False)
+            checksums[name] = {"sha256": sha256_hex(data), "bytes": len(data)}
+        manifest = {**manifest, "version": version, "files": checksums, "promoted": promote}
+        manifest_data = json_bytes(manifest)
+        store.write_bytes(version_key(version, MANIFEST_FILE), manifest_data, overwrite=False)
+    except AlreadyExists as exc:
+        raise RegistryError(f"version {version} appeared while publishing it: {exc}") from exc
+    verify_files(store, version, manifest)
+    log.info("stored %s (%d files, sha256 verified)", store.location(version_key(version, "")),
+             len(files))
+    if promote:
+        expected = (current or {}).get("version") if expected_champion is _CURRENT \
+            else expected_champion
+        _swap_latest(store, version, sha256_hex(manifest_data), current, etag, expected)
+    return manifest
+
+
+def _swap_latest(
+    store: Store, version: str, manifest_sha256: str, current: dict | None, etag: str | None,
+    expected: str | None,
+) -> None:
+    """Point latest at ``version`` iff it still points at ``expected`` (compare-and-swap)."""
+    previous = (current or {}).get("version")
+    if previous != expected:
+        raise PromotionConflict(
+            f"latest points at {previous}, not {expected} as the gate saw; {version} is stored "
+            "but NOT promoted (rerun the gate, or `genreflow rollback` to choose)"
+        )
+    pointer = json_bytes({
+        "version": version, "manifest_sha256": manifest_sha256, "previous": previous,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    try:
+        if etag is None:
+            store.write_bytes(LATEST_KEY, pointer, overwrite=False)
+        else:
+            store.write_bytes(LATEST_KEY, pointer, if_match=etag)
+    except WriteConflict as exc:
+        winner = (read_latest(store) or {}).get("version")
+        raise PromotionConflict(
+            f"another publisher moved latest to {winner} while {version} was being promoted; "
+            f"{version} is stored but NOT promoted ({exc})"
+        ) from exc
+    log.info("latest -> %s (was %s)", version, previous)
+
+
+def set_latest(store: Store, version: str) -> dict:
+    """Point latest at an existing version after checking every one of its files."""
+    current, etag = _read_latest_etag(store)
+    read_manifest(store, version)  # typed errors for unknown / incomplete / broken
+    manifest_data = store.read_bytes(version_key(version, MANIFEST_FILE))
+    manifest = json.loads(manifest_data)
+    verify_files(store, version, manifest)
+    _swap_latest(store, version, sha256_hex(manifest_data), current, etag,
+                 (current or {}).get("version"))
+    return manifest
 
 
 def dump_model(model) -> bytes:
@@ -109,19 +259,19 @@ def load_model_bytes(data: bytes):
 
     from genreflow.trusted_types import TRUSTED_TYPES
 
-    untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    except Exception as exc:  # skops raises zip/JSON/key errors for foreign bytes
+        raise UntrustedModel(f"not a skops model file ({type(exc).__name__}: {exc})") from exc
     if untrusted:
-        raise RegistryError(f"model holds types outside the allow-list: {untrusted}")
+        raise UntrustedModel(
+            f"model holds types outside the allow-list (genreflow.trusted_types): {untrusted}"
+        )
     return sio.loads(data, trusted=list(TRUSTED_TYPES))
 
 
 def load_model(store: Store, version: str | None = None):
     """(model, manifest) of ``version`` or of the current champion, checksums verified."""
-    if version is None:
-        latest = read_latest(store)
-        if latest is None:
-            raise RegistryError(f"{store.uri} has no published model (no {LATEST_KEY})")
-        version = latest["version"]
-    manifest = read_manifest(store, version)
-    contents = verify_files(store, version, {"files": {MODEL_FILE: manifest["files"][MODEL_FILE]}})
+    version, manifest = resolve(store, version)
+    contents = verify_files(store, version, manifest, [MODEL_FILE])
     return load_model_bytes(contents[MODEL_FILE]), manifest

@@ -7,11 +7,15 @@ MinIO differ only in the URI given to :func:`open_store`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,8 +29,15 @@ class KeyNotFound(StoreError, FileNotFoundError):
     """The key does not exist in the store."""
 
 
-class AlreadyExists(StoreError, FileExistsError):
+class WriteConflict(StoreError):
+    """A conditional write lost: the key changed (or appeared) since the writer read it."""
+
+
+class AlreadyExists(WriteConflict, FileExistsError):
     """A write with ``overwrite=False`` found the key already there."""
+
+
+LOCK_WAIT_SECONDS = 10.0  # a local conditional write holds its lock for microseconds
 
 
 class Store(ABC):
@@ -38,7 +49,16 @@ class Store(ABC):
     def read_bytes(self, key: str) -> bytes: ...
 
     @abstractmethod
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None: ...
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, if_match: str | None = None
+    ) -> None:
+        """Write a whole object. ``overwrite=False``: only if absent (else AlreadyExists).
+        ``if_match``: only if the object still has that ETag from :meth:`read_bytes_with_etag`
+        (else WriteConflict): a compare-and-swap, so concurrent writers cannot clobber."""
+
+    @abstractmethod
+    def read_bytes_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object and an ETag to pass as ``if_match`` to a later write."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -92,14 +112,52 @@ class LocalStore(Store):
         except FileNotFoundError as exc:
             raise KeyNotFound(f"{self.location(key)} does not exist") from exc
 
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+    def read_bytes_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The ETag of a local file is the sha256 of its content."""
+        data = self.read_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextmanager
+    def _lock(self, path: Path) -> Iterator[None]:
+        """An exclusive lock file beside ``path`` (O_EXCL create), waited for briefly."""
+        lock = path.with_name(f".{path.name}.lock")
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{lock} is held by another writer for over {LOCK_WAIT_SECONDS:.0f} s; "
+                        "remove it if no writer is running"
+                    ) from None
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, if_match: str | None = None
+    ) -> None:
+        _check_write_mode(overwrite, if_match)
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            if overwrite:
+            if if_match is not None:
+                with self._lock(path):
+                    try:
+                        current = self.read_bytes_with_etag(key)[1]
+                    except KeyNotFound:
+                        current = None
+                    if current != if_match:
+                        raise WriteConflict(f"{self.location(key)} changed since it was read")
+                    os.replace(tmp, path)
+            elif overwrite:
                 os.replace(tmp, path)
             else:
                 try:
@@ -148,6 +206,8 @@ class S3Store(Store):
                 raise KeyNotFound(f"{self.location(key)} does not exist") from exc
             if code in ("PreconditionFailed", "412"):
                 raise AlreadyExists(f"{self.location(key)} already exists") from exc
+            if code == "ConditionalRequestConflict":
+                raise WriteConflict(f"{self.location(key)}: concurrent conditional write") from exc
             raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
@@ -156,9 +216,24 @@ class S3Store(Store):
         response = self._call("get", key, self.client.get_object, Key=self._key(key))
         return response["Body"].read()
 
-    def write_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
-        extra = {} if overwrite else {"IfNoneMatch": "*"}
-        self._call("put", key, self.client.put_object, Key=self._key(key), Body=data, **extra)
+    def read_bytes_with_etag(self, key: str) -> tuple[bytes, str]:
+        response = self._call("get", key, self.client.get_object, Key=self._key(key))
+        return response["Body"].read(), response["ETag"]
+
+    def write_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, if_match: str | None = None
+    ) -> None:
+        _check_write_mode(overwrite, if_match)
+        if if_match is None:
+            extra = {} if overwrite else {"IfNoneMatch": "*"}
+            self._call("put", key, self.client.put_object, Key=self._key(key), Body=data, **extra)
+            return
+        try:
+            self._call(
+                "put", key, self.client.put_object, Key=self._key(key), Body=data, IfMatch=if_match
+            )
+        except (AlreadyExists, KeyNotFound) as exc:  # 412 / 404: it changed or went away
+            raise WriteConflict(f"{self.location(key)} changed since it was read") from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -178,6 +253,11 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Key=self._key(key))
+
+
+def _check_write_mode(overwrite: bool, if_match: str | None) -> None:
+    if if_match is not None and not overwrite:
+        raise ValueError("if_match replaces an existing object; it cannot go with overwrite=False")
 
 
 def make_s3_client():

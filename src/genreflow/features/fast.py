@@ -21,6 +21,7 @@ import librosa
 import numpy as np
 import scipy.fft
 from numba import njit
+from threadpoolctl import ThreadpoolController
 
 from genreflow.features.median import median_filter_axis0
 from genreflow.features.names import N_FEATURES, N_MELS, N_MFCC
@@ -34,6 +35,11 @@ AMIN = 1e-10
 ZC_THRESHOLD = 1e-10
 TUNING_FMIN, TUNING_FMAX = 150.0, 4000.0  # librosa.piptrack defaults
 CHUNK = 16  # segments whose mel features are batched; bounds memory (~1 MB each)
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 @lru_cache(maxsize=4)
@@ -311,6 +317,9 @@ def fast_features(segments: np.ndarray, sr: int = 22050) -> np.ndarray:
     if y.ndim != 2 or 1 + y.shape[1] // HOP <= HPSS_KERNEL // 2:
         raise ValueError(f"expected (n_segments, samples) of full segments, got {y.shape}")
     out = np.empty((y.shape[0], N_FEATURES))
-    for start in range(0, y.shape[0], CHUNK):
-        out[start : start + CHUNK] = _chunk_features(y[start : start + CHUNK], sr)
+    # Single-threaded BLAS: the small matmuls gain nothing from threads, and a fixed
+    # summation order makes the numbers identical in-process and in pool workers.
+    with _blas().limit(limits=1, user_api="blas"):
+        for start in range(0, y.shape[0], CHUNK):
+            out[start : start + CHUNK] = _chunk_features(y[start : start + CHUNK], sr)
     return out

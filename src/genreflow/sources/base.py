@@ -35,7 +35,11 @@ class TrackRef:
 
 @dataclass
 class Discovery:
-    """What a source offered: usable candidates and rejected items with their reasons."""
+    """What a source offered: usable candidates and rejected items with their reasons.
+
+    Each rejected item is a flat dict of strings with at least ``source_id`` and
+    ``reason`` (optionally ``genre`` and ``name``); the catalog records it as rejected.
+    """
 
     tracks: list[TrackRef] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)

@@ -14,6 +14,9 @@ AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".au", ".aiff", ".a
 
 
 class InboxSource:
+    """Keys are ``<genre>/<file>`` relative to the inbox; the key is the source id, so a
+    renamed file is a new candidate (its audio hash then marks it a duplicate)."""
+
     name = "inbox"
 
     def __init__(self, store: Store, genres: tuple[str, ...] | list[str]):
@@ -26,7 +29,10 @@ class InboxSource:
             path = PurePosixPath(key)
             reason = self._rejection(path)
             if reason:
-                found.rejected.append({"source_id": key, "reason": reason})
+                genre = path.parts[0] if len(path.parts) > 1 else ""
+                found.rejected.append(
+                    {"source_id": key, "reason": reason, "genre": genre, "name": path.name}
+                )
                 continue
             found.tracks.append(TrackRef("inbox", key, path.parts[0], name=path.name))
         log.info(

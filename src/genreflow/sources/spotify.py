@@ -38,6 +38,7 @@ API_PREFIX = "https://api.spotify.com/v1/"
 TOKEN_URL = "https://accounts.spotify.com/api/token"
 ENV_CLIENT_ID = "SPOTIPY_CLIENT_ID"
 ENV_CLIENT_SECRET = "SPOTIPY_CLIENT_SECRET"
+ENV_CONN_ID = "GENREFLOW_SPOTIFY_CONN_ID"
 PAGE_SIZE = 50
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 NO_PREVIEW = "no preview_url: Spotify returns none to apps created since 2024-11"
@@ -67,6 +68,28 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> tuple[str,
             "(from the app at developer.spotify.com/dashboard)"
         )
     return env[ENV_CLIENT_ID], env[ENV_CLIENT_SECRET]
+
+
+def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """From the Airflow connection named by ``GENREFLOW_SPOTIFY_CONN_ID`` when that is set
+    (login = client id, password = secret; keeps the secret in Airflow's backend), else
+    from ``SPOTIPY_CLIENT_ID``/``SPOTIPY_CLIENT_SECRET``."""
+    env = os.environ if environ is None else environ
+    conn_id = env.get(ENV_CONN_ID)
+    if not conn_id:
+        return credentials_from_env(env)
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException as exc:
+        raise SpotifyAuthError(f"{ENV_CONN_ID}={conn_id}: no such Airflow connection") from exc
+    if not conn.login or not conn.password:
+        raise SpotifyAuthError(
+            f"Airflow connection {conn_id!r} needs login (client id) and password (secret)"
+        )
+    return conn.login, conn.password
 
 
 @dataclass
@@ -137,8 +160,8 @@ class SpotifySource:
 
     @classmethod
     def from_env(cls, playlists: Mapping[str, Sequence[str]], **kwargs: Any) -> SpotifySource:
-        """Credentials from ``SPOTIPY_CLIENT_ID``/``SPOTIPY_CLIENT_SECRET``, as deployed."""
-        return cls(playlists, *credentials_from_env(), **kwargs)
+        """Credentials as deployed: see :func:`credentials`."""
+        return cls(playlists, *credentials(), **kwargs)
 
     def discover(self) -> Discovery:
         found = Discovery()

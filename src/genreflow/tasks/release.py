@@ -22,35 +22,49 @@ PACKAGES = (
 
 
 def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
-    """Promote unless the champion, re-scored on today's valid.csv, beats us by > margin."""
-    from genreflow.evaluation import evaluate
+    """Promote unless the champion beats the challenger by more than ``margin`` ROC-AUC.
 
+    Both are scored on the same valid.csv: when the champion's recorded valid_sha256
+    equals today's, its recorded ROC-AUC is used (scoring is deterministic, so it is the
+    same number, without loading the model); otherwise the champion is re-scored on
+    today's valid.csv. ``champion`` in the decision is what publish checks latest against.
+    """
     store = open_store(settings.store)
     latest = registry.read_latest(store)
+    champion = latest["version"] if latest else None
+    challenger_auc = metrics["roc_auc_ovo"]
     if force:
         decision = {"promote": True, "reason": "forced by the force_publish param"}
-    elif latest is None:
+    elif champion is None:
         decision = {"promote": True, "reason": "first model: no champion yet"}
     else:
         try:
-            champion, _ = registry.load_model(store, latest["version"])
-            valid, _ = read_valid(settings)
-            champion_auc = evaluate(champion, valid)["roc_auc_ovo"]
+            champion_auc, basis = _champion_score(store, settings, metrics["valid_sha256"])
         except (registry.RegistryError, ValueError) as exc:
-            decision = {"promote": True,
-                        "reason": f"champion {latest['version']} cannot be scored: {exc}"}
+            decision = {"promote": True, "reason": f"champion {champion} cannot be scored: {exc}"}
         else:
-            challenger_auc = metrics["roc_auc_ovo"]
             promote = challenger_auc >= champion_auc - margin
-            verdict = "not worse" if promote else "worse"
             decision = {
-                "promote": promote, "champion": latest["version"],
-                "champion_roc_auc_ovo": champion_auc,
-                "reason": f"challenger ROC-AUC {challenger_auc:.4f} is {verdict} than champion "
-                f"{latest['version']} {champion_auc:.4f} within margin {margin}",
+                "promote": promote, "champion_roc_auc_ovo": champion_auc,
+                "reason": f"challenger ROC-AUC {challenger_auc:.4f} is "
+                f"{'not worse' if promote else 'worse'} than champion {champion} "
+                f"{champion_auc:.4f} ({basis}) within margin {margin}",
             }
+    decision.update(champion=champion, margin=margin, challenger_roc_auc_ovo=challenger_auc)
     log.info("gate: %s: %s", "PROMOTE" if decision["promote"] else "REFUSE", decision["reason"])
     return decision
+
+
+def _champion_score(store, settings: Settings, valid_sha256: str) -> tuple[float, str]:
+    """(champion ROC-AUC on today's valid.csv, how it was obtained)."""
+    from genreflow.evaluation import evaluate
+
+    manifest = registry.champion_manifest(store)
+    if manifest.get("valid_sha256") == valid_sha256:
+        return manifest["metrics"]["roc_auc_ovo"], "recorded on the same valid.csv"
+    champion, _ = registry.load_model(store)
+    valid, _ = read_valid(settings)
+    return evaluate(champion, valid)["roc_auc_ovo"], "re-scored on today's valid.csv"
 
 
 def _package_versions() -> dict[str, str]:
@@ -71,12 +85,18 @@ def publish(
     from genreflow.features.names import FEATURE_NAMES
 
     store = open_store(settings.store)
-    run = run_key(run_id)
-    files = {
-        registry.MODEL_FILE: store.read_bytes(trained["model_key"]),
-        "metrics.json": json.dumps(metrics, indent=2, sort_keys=True).encode(),
-        "checks.json": store.read_bytes(f"runs/{run}/checks.json"),
-    }
+    report_files = dict(metrics.get("report_files") or {})
+    checks_key = f"runs/{run_key(run_id)}/checks.json"
+    if "checks.json" not in report_files and store.exists(checks_key):
+        report_files["checks.json"] = checks_key
+    reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE}
+    clashing = sorted(reserved & set(report_files))
+    if clashing:
+        raise registry.RegistryError(f"report files may not be named {clashing}")
+    metrics = {k: v for k, v in metrics.items() if k != "report_files"}
+    files = {name: store.read_bytes(key) for name, key in report_files.items()}
+    files[registry.MODEL_FILE] = store.read_bytes(trained["model_key"])
+    files[registry.METRICS_FILE] = json.dumps(metrics, indent=2, sort_keys=True).encode()
     manifest = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
@@ -94,7 +114,8 @@ def publish(
         "packages": _package_versions(),
     }
     version = registry.new_version()
-    registry.publish(store, version, files, manifest, promote=decision["promote"])
+    registry.publish(store, version, files, manifest, promote=decision["promote"],
+                     expected_champion=decision["champion"])
     where = store.location(registry.version_key(version, ""))
     log.info(
         "published %s to %s (%s); ROC-AUC ovo %.4f, song accuracy %.4f",

@@ -12,6 +12,15 @@ from genreflow.tasks import run_key
 
 log = logging.getLogger(__name__)
 
+CHECKS_FILE = "checks.json"
+CHECKS_POLICY = "include/checks.toml"
+CONFUSION_FILE = "confusion_matrix.png"
+UMAP_FILE = "umap.png"
+
+
+def run_dir(run_id: str) -> str:
+    return f"runs/{run_key(run_id)}"
+
 
 def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) -> bool:
     """Skip the rest of the run when the champion was trained on this very snapshot."""
@@ -28,33 +37,59 @@ def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) 
     return True
 
 
-def check(settings: Settings, snapshot: dict, run_id: str) -> dict:
-    from genreflow.checks import CheckFailed, run_checks
+def previous_snapshot_key(settings: Settings, snapshot: dict) -> str | None:
+    """The champion's training snapshot (None if no champion, or it is this snapshot)."""
+    champion = registry.champion_manifest(open_store(settings.store))
+    key = champion.get("snapshot_key") if champion else None
+    return key if key and key != snapshot["snapshot_key"] else None
+
+
+def check(
+    settings: Settings, snapshot: dict, run_id: str, previous_key: str | None = None
+) -> dict:
+    """Run the statistical checks, store the JSON report, fail on the policy's hard findings.
+
+    ``previous_key``: snapshot to measure drift against; default the champion's.
+    """
+    from genreflow.checks import load_policy, raise_on_failures, run_checks
+    from genreflow.storage import KeyNotFound
 
     store = open_store(settings.store)
     table = store.read_frame(snapshot["snapshot_key"])
-    report = run_checks(table, settings.genres)
-    key = f"runs/{run_key(run_id)}/checks.json"
+    previous_key = previous_key or previous_snapshot_key(settings, snapshot)
+    previous = None
+    if previous_key:
+        try:
+            previous = store.read_frame(previous_key)
+        except KeyNotFound:
+            log.warning("previous snapshot %s is gone; no drift check", previous_key)
+    report = run_checks(table, settings.genres, load_policy(settings.home / CHECKS_POLICY),
+                        previous)
+    report["previous_snapshot_key"] = previous_key if previous is not None else None
+    key = f"{run_dir(run_id)}/{CHECKS_FILE}"
     store.write_json(key, report)
-    if report["failures"]:
-        failures = "; ".join(report["failures"])
-        raise CheckFailed(f"data checks failed: {failures} (report: {store.location(key)})")
-    return {"report_key": key, "significant_share": report["kruskal_significant_share"]}
+    raise_on_failures(report, store.location(key))
+    return {"report_key": key, "significant_share": report["kruskal"]["significant_share"],
+            "warnings": [f["message"] for f in report["findings"]]}
 
 
 def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
-    from genreflow.model import ModelConfig, fit_model
+    """Choose the config by CV grouped by track (training data only), then fit it on all."""
+    from genreflow.model import fit_model
+    from genreflow.selection import select_config
 
     started = time.monotonic()
     store = open_store(settings.store)
     table = store.read_frame(snapshot["snapshot_key"])
-    config = ModelConfig()
-    model = fit_model(table, config)
-    key = f"runs/{run_key(run_id)}/{registry.MODEL_FILE}"
+    config, selection = select_config(table, settings.workers)
+    model = fit_model(table, config, settings.workers)
+    key = f"{run_dir(run_id)}/{registry.MODEL_FILE}"
     store.write_bytes(key, registry.dump_model(model))
     log.info("trained in %.1f s -> %s", time.monotonic() - started, store.location(key))
     return {
-        "model_key": key, "config": config.to_dict(), "classes": [str(c) for c in model.classes_],
+        "model_key": key, "run_dir": run_dir(run_id), "snapshot_key": snapshot["snapshot_key"],
+        "config": {**config.to_dict(), "selection": selection},
+        "classes": [str(c) for c in model.classes_],
         "training_counts": {str(g): int(n) for g, n in table["genre"].value_counts().items()},
     }
 
@@ -68,7 +103,27 @@ def read_valid(settings: Settings):
     return read_valid_table(data, settings.genres, settings.valid_csv), registry.sha256_hex(data)
 
 
+def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
+    """Confusion matrix (songs) and the UMAP of the training matrix coloured by cluster."""
+    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.plots import confusion_matrix_png, umap_png
+
+    matrix = metrics["confusion_matrix"]
+    plots = {CONFUSION_FILE: confusion_matrix_png(
+        matrix["songs"], matrix["labels"], "Songs of valid.csv (majority vote)")}
+    names = [name for name, _ in model.steps]
+    if "cluster" in names:
+        at = names.index("cluster")
+        X = model[:at].transform(table[FEATURE_NAMES])  # samplers are skipped here
+        clusters = model.named_steps["cluster"].assign(X)
+        plots[UMAP_FILE] = umap_png(X, table["genre"].astype(str).to_numpy(), clusters)
+    else:
+        log.info("model has no cluster step: no UMAP figure")
+    return plots
+
+
 def validate(settings: Settings, trained: dict) -> dict:
+    """Score on valid.csv and store the report figures; lists them in report_files."""
     from genreflow.evaluation import evaluate
 
     store = open_store(settings.store)
@@ -81,4 +136,13 @@ def validate(settings: Settings, trained: dict) -> dict:
         "song macro-F1 %.4f", settings.valid_csv, metrics["n_songs"], metrics["n_segments"],
         metrics["roc_auc_ovo"], metrics["song_accuracy"], metrics["song_macro_f1"],
     )
+    folder = trained["run_dir"]
+    files = {name: f"{folder}/{name}" for name in (CHECKS_FILE,)
+             if store.exists(f"{folder}/{name}")}
+    training = store.read_frame(trained["snapshot_key"])
+    for name, data in report_plots(model, training, metrics).items():
+        store.write_bytes(f"{folder}/{name}", data)
+        files[name] = f"{folder}/{name}"
+    metrics["report_files"] = files
+    log.info("report files: %s", ", ".join(store.location(k) for k in files.values()))
     return metrics

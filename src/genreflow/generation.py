@@ -1,0 +1,131 @@
+"""The study's generated features as a scikit-learn transformer, with bounded memory.
+
+From the top-``k`` base columns by Kruskal-Wallis H (on training data) it builds the odd
+5th root ``r = sign(x)*|x|**(1/5)``, ``r**2``, ``r**3``, the pairwise products
+``r_i*r_j`` (i < j), and ``sin`` and ``exp`` of each of those, then keeps the ``n_keep``
+candidates with the largest H. Candidates are scored chunk by chunk, so at most
+``chunk_size`` of them exist at a time (k = 45 gives 3375 candidates).
+
+``exp`` is applied to its argument clipped to +-``EXP_CLIP`` so it can never overflow.
+H is a rank statistic, so a monotone transform (exp(v), the root or cube of a base
+column) has the same H as its argument; such rank-equivalent duplicates are dropped
+(the simplest form is kept), which is why exp columns are rarely chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+log = logging.getLogger(__name__)
+
+EXP_CLIP = 20.0  # exp(20) ~ 4.9e8: finite, and rank ties only beyond it
+INNER = ("root", "square", "cube", "product")  # of the roots; product needs a second column
+OUTER = ("", "sin", "exp")
+ROW_BLOCK = 10000
+_POWER = np.array([1.0, 2.0, 3.0, 1.0])
+
+
+def odd_root(x: np.ndarray) -> np.ndarray:
+    """sign(x) * |x| ** (1/5): pulls heavy tails in, keeps the sign."""
+    return np.sign(x) * np.abs(x) ** 0.2
+
+
+def candidate_specs(k: int) -> np.ndarray:
+    """All (outer, inner, i, j) over base positions 0..k-1, simplest forms first."""
+    single = [(inner, i, i) for inner in range(3) for i in range(k)]
+    pairs = [(3, i, j) for i in range(k) for j in range(i + 1, k)]
+    return np.array([(outer, *s) for outer in range(len(OUTER)) for s in single + pairs],
+                    dtype=np.int64).reshape(-1, 4)
+
+
+def evaluate_specs(roots: np.ndarray, specs: np.ndarray) -> np.ndarray:
+    """Columns of ``specs`` (positions into ``roots``' columns): the one formula used by
+    both fit (scoring) and transform."""
+    outer, inner, i, j = specs.T
+    ri = roots[:, i]
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.where(inner == 3, ri * roots[:, j], ri ** _POWER[inner])
+        values = np.where(outer == 1, np.sin(values), values)
+        return np.where(outer == 2, np.exp(np.clip(values, -EXP_CLIP, EXP_CLIP)), values)
+
+
+def spec_name(spec, names) -> str:
+    outer, inner, i, j = (int(v) for v in spec)
+    core = (f"root({names[i]})*root({names[j]})" if INNER[inner] == "product"
+            else f"root({names[i]})" if INNER[inner] == "root"
+            else f"{INNER[inner]}(root({names[i]}))")
+    return f"{OUTER[outer]}({core})" if OUTER[outer] else core
+
+
+class FeatureGenerator(TransformerMixin, BaseEstimator):
+    """Append the ``n_keep`` generated columns with the largest Kruskal-Wallis H.
+
+    ``k``: base columns (top by H) the candidates are built from. ``score_rows``: rows
+    (a seeded random subset) used to score candidates, bounding fit time on big
+    snapshots. ``keep_original``: output the input columns too.
+    """
+
+    def __init__(self, k: int = 45, n_keep: int = 350, chunk_size: int = 256,
+                 score_rows: int = 20000, keep_original: bool = True, random_state: int = 0):
+        self.k = k
+        self.n_keep = n_keep
+        self.chunk_size = chunk_size
+        self.score_rows = score_rows
+        self.keep_original = keep_original
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        from genreflow.checks import kruskal_columns
+
+        X = validate_data(self, X, reset=True, dtype=np.float64)
+        _, codes = np.unique(np.asarray(y), return_inverse=True)
+        if len(X) > self.score_rows:
+            rows = np.random.default_rng(self.random_state).choice(
+                len(X), self.score_rows, replace=False)
+            X, codes = X[np.sort(rows)], codes[np.sort(rows)]
+        base_h, _ = kruskal_columns(X, codes)
+        self.base_columns_ = np.sort(np.argsort(-base_h, kind="stable")[: self.k])
+        roots = odd_root(X[:, self.base_columns_])
+        specs = candidate_specs(len(self.base_columns_))
+        scores = np.concatenate([
+            kruskal_columns(evaluate_specs(roots, specs[s: s + self.chunk_size]), codes)[0]
+            for s in range(0, len(specs), self.chunk_size)
+        ])
+        # rank-equivalent candidates share H exactly: keep the first (simplest) of each
+        _, first = np.unique(np.round(scores, 9), return_index=True)
+        unique = np.zeros(len(specs), dtype=bool)
+        unique[first] = True
+        order = np.argsort(-np.where(unique, scores, -np.inf), kind="stable")
+        kept = order[: min(self.n_keep, int(unique.sum()))]
+        self.specs_ = specs[kept]
+        self.scores_ = scores[kept]
+        log.info("feature generation: %d candidates from %d base columns, %d rank-distinct, "
+                 "kept %d (H %.1f..%.1f)", len(specs), len(self.base_columns_),
+                 int(unique.sum()), len(kept), self.scores_.max(initial=0),
+                 self.scores_.min(initial=0))
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "specs_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        roots = odd_root(X[:, self.base_columns_])
+        generated = np.vstack([  # row blocks bound the temporaries of evaluate_specs
+            evaluate_specs(roots[s: s + ROW_BLOCK], self.specs_)
+            for s in range(0, max(len(roots), 1), ROW_BLOCK)
+        ])
+        return np.hstack([X, generated]) if self.keep_original else generated
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "specs_")
+        if input_features is None:
+            input_features = getattr(
+                self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])
+        base = [str(input_features[c]) for c in self.base_columns_]
+        names = [spec_name(s, base) for s in self.specs_]
+        if self.keep_original:
+            names = [str(n) for n in input_features] + names
+        return np.asarray(names, dtype=object)

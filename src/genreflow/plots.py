@@ -1,0 +1,85 @@
+"""Report figures as PNG bytes (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+UMAP_MAX_ROWS = 2000
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix_png(matrix, labels, title: str = "Confusion matrix") -> bytes:
+    """Counts per (true, predicted) genre, each cell labelled."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    size = 2 + 0.6 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    high = matrix.max(initial=0) / 2
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, str(n), ha="center", va="center",
+                color="white" if n > high else "black", fontsize=8)
+    return _png(fig)
+
+
+def embed_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP to 2-D with a fixed random_state (deterministic, single-threaded)."""
+    import umap
+
+    neighbours = max(2, min(15, len(X) - 1))
+    return umap.UMAP(n_components=2, n_neighbors=neighbours, random_state=seed).fit_transform(X)
+
+
+def umap_png(X: np.ndarray, genres: np.ndarray, clusters: np.ndarray, seed: int = 0) -> bytes:
+    """UMAP of the training matrix coloured by cluster, one panel per genre (the study's
+    figure); subsampled to UMAP_MAX_ROWS rows to keep it to seconds."""
+    plt = _pyplot()
+    rng = np.random.default_rng(seed)
+    if len(X) > UMAP_MAX_ROWS:
+        rows = np.sort(rng.choice(len(X), UMAP_MAX_ROWS, replace=False))
+        X, genres, clusters = X[rows], genres[rows], clusters[rows]
+    points = embed_2d(X, seed)
+    names = sorted(set(genres))
+    cols = min(5, len(names))
+    fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, squeeze=False,
+                             figsize=(3 * cols, 3 * math.ceil(len(names) / cols)),
+                             sharex=True, sharey=True)
+    cmap = plt.get_cmap("tab10" if clusters.max(initial=0) < 10 else "tab20")
+    for ax, genre in zip(axes.flat, names, strict=False):
+        ax.scatter(points[:, 0], points[:, 1], s=2, c="lightgrey")
+        mine = genres == genre
+        ax.scatter(points[mine, 0], points[mine, 1], s=4, c=cmap(clusters[mine] % cmap.N))
+        ax.set_title(genre)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"UMAP of {len(X)} training segments, colour = KMeans cluster")
+    log.info("UMAP figure of %d segments, %d genres", len(X), len(names))
+    return _png(fig)

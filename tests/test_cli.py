@@ -1,0 +1,190 @@
+"""The ``genreflow`` registry commands end to end, on a local store and on S3 over HTTP
+(moto): publish -> models -> pull -> predict gives the in-memory model's predictions;
+tampered, untrusted, missing and unknown models and bad audio fail with exit code 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_registry import TINY, Sneaky, publish_model
+
+from genreflow import registry
+from genreflow.cli import cache_dir, main
+from genreflow.storage import open_store
+
+GENREFLOW = Path(sys.executable).parent / "genreflow"
+
+
+@pytest.fixture(scope="module")
+def trained(demo_corpus):
+    """A tiny model fitted on the synthetic demo inbox, and the audio files to classify."""
+    from genreflow.dataset import build_table, labelled_audio
+    from genreflow.model import fit_model
+
+    table, failures = build_table(labelled_audio(demo_corpus["inbox"]), workers=1)
+    assert not failures
+    songs = sorted(demo_corpus["root"].joinpath("valid-audio").glob("*/*.wav"))
+    return fit_model(table, TINY), songs
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("GENREFLOW_CACHE", str(path))
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expected_predictions(model, songs) -> dict[str, dict]:
+    """What the in-memory model says: majority vote and mean probabilities per file."""
+    import pandas as pd
+
+    from genreflow.extraction import extract_audio_features
+    from genreflow.features.names import FEATURE_NAMES
+
+    expected = {}
+    for song in songs:
+        proba = model.predict_proba(pd.DataFrame(extract_audio_features(song),
+                                                 columns=FEATURE_NAMES))
+        votes = np.bincount(proba.argmax(axis=1), minlength=len(model.classes_))
+        mean = proba.mean(axis=0)
+        expected[str(song)] = {
+            "genre": str(model.classes_[votes.argmax()]),
+            "top3": {str(model.classes_[i]): round(float(mean[i]), 6)
+                     for i in np.argsort(-mean)[:3]},
+        }
+    return expected
+
+
+def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_path, capsys):
+    model, songs = trained
+    store = open_store(store_uri)
+    old = publish_model(store, model, auc=0.8)
+    refused = publish_model(store, model, promote=False, auc=0.7)
+    latest = publish_model(store, model, auc=0.85)
+
+    code, out, _ = run(capsys, "models", "--store", store_uri, "--json")
+    rows = {row["version"]: row for row in json.loads(out)}
+    assert code == 0 and list(rows) == sorted([old, refused, latest])
+    assert [v for v, row in rows.items() if row["latest"]] == [latest]
+    assert not rows[refused]["promoted"] and rows[old]["roc_auc_ovo"] == 0.8
+
+    code, out, _ = run(capsys, "pull", "--store", store_uri, "--dest", str(tmp_path / "p"))
+    assert code == 0 and latest in out
+    pulled = tmp_path / "p"
+    manifest = json.loads((pulled / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        assert registry.sha256_hex((pulled / name).read_bytes()) == entry["sha256"]
+
+    code, out, _ = run(capsys, "predict", *map(str, songs), "--store", store_uri, "--json")
+    assert code == 0
+    results = {row["file"]: row for row in json.loads(out)}
+    expected = expected_predictions(model, songs)
+    assert set(results) == set(expected)
+    for name, want in expected.items():
+        got = results[name]
+        assert got["version"] == latest and got["genre"] == want["genre"]
+        assert {t["genre"]: t["probability"] for t in got["top3"]} == want["top3"]
+    cached = cache_dir(store, latest) / registry.MODEL_FILE
+    assert cached.is_file()
+
+    cached.write_bytes(b"corrupted cache")  # refreshed from the store, not trusted
+    code, out, _ = run(capsys, "predict", str(songs[0]), "--store", store_uri)
+    assert code == 0 and expected[str(songs[0])]["genre"] in out
+    assert registry.sha256_hex(cached.read_bytes()) == registry.read_manifest(
+        store, latest)["files"][registry.MODEL_FILE]["sha256"]
+
+    code, out, _ = run(capsys, "rollback", old, "--store", store_uri)
+    assert code == 0 and registry.read_latest(store)["version"] == old
+    code, out, _ = run(capsys, "models", "--store", store_uri)
+    assert next(line for line in out.splitlines() if line.startswith("*")).split()[1] == old
+
+
+def test_tampered_model_in_the_store_is_refused(store_uri, trained, cache, capsys):
+    model, songs = trained
+    store = open_store(store_uri)
+    good = publish_model(store, model)
+    bad = publish_model(store, model)
+    key = registry.version_key(bad, registry.MODEL_FILE)
+    data = bytearray(store.read_bytes(key))
+    data[100] ^= 0xFF
+    store.write_bytes(key, bytes(data))
+    for argv in (["pull"], ["predict", str(songs[0])]):
+        code, _, err = run(capsys, *argv, "--store", store_uri)
+        assert code == 1 and "TamperedFile" in err and "sha256 mismatch" in err, err
+    assert run(capsys, "rollback", good, "--store", store_uri)[0] == 0
+    code, _, err = run(capsys, "rollback", bad, "--store", store_uri)
+    assert code == 1 and "TamperedFile" in err
+    assert registry.read_latest(store)["version"] == good
+
+
+def test_untrusted_model_is_refused(tmp_path, cache, capsys, trained):
+    store = open_store(str(tmp_path / "store"))
+    registry.publish(store, registry.new_version(),
+                     {registry.MODEL_FILE: registry.dump_model(Sneaky())}, {}, promote=True)
+    code, _, err = run(capsys, "predict", str(trained[1][0]), "--store", store.uri)
+    assert code == 1 and "UntrustedModel" in err and "Sneaky" in err
+
+
+def test_no_model_and_unknown_version(tmp_path, cache, capsys, trained):
+    uri = str(tmp_path / "empty")
+    code, _, err = run(capsys, "predict", str(trained[1][0]), "--store", uri)
+    assert code == 1 and "NoModel" in err
+    code, out, _ = run(capsys, "models", "--store", uri)
+    assert code == 0 and "no models" in out
+    publish_model(open_store(uri), trained[0])
+    for argv in (["pull", "--version", "20990101T000000Z-000000"], ["rollback", "nope"]):
+        code, _, err = run(capsys, *argv, "--store", uri)
+        assert code == 1 and "UnknownVersion" in err, err
+
+
+def test_bad_audio_fails_with_a_clear_error(tmp_path, cache, capsys, trained):
+    import soundfile as sf
+
+    model, songs = trained
+    uri = str(tmp_path / "store")
+    publish_model(open_store(uri), model)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF not really a wave file" * 10)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.sin(np.arange(22050) / 5.0).astype(np.float32), 22050)
+    code, out, err = run(capsys, "predict", str(corrupt), str(short), str(songs[0]),
+                         "--store", uri, "--json")
+    assert code == 1
+    rows = {Path(row["file"]).name: row for row in json.loads(out)}
+    assert "UndecodableAudio" in rows["corrupt.wav"]["error"]
+    assert "TooShortAudio" in rows["short.wav"]["error"]
+    assert "genre" in rows[songs[0].name]
+    assert "corrupt.wav" in err and "short.wav" in err
+
+
+def test_installed_script_over_s3(s3_bucket, trained, tmp_path):
+    """The console script, as a user runs it: S3 settings only from the environment."""
+    bucket, env = s3_bucket
+    model, songs = trained
+    uri = f"s3://{bucket}/registry"
+    version = publish_model(open_store(uri), model)
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(b"\x00" * 1000)
+    env = {**os.environ, **env, "GENREFLOW_STORE": uri, "GENREFLOW_CACHE": str(tmp_path / "c")}
+    done = subprocess.run([str(GENREFLOW), "predict", str(songs[0]), str(corrupt), "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    rows = json.loads(done.stdout)
+    assert rows[0]["version"] == version
+    assert rows[0]["genre"] == expected_predictions(model, songs[:1])[str(songs[0])]["genre"]
+    assert "corrupt.mp3" in done.stderr and "error" in rows[1]
+    done = subprocess.run([str(GENREFLOW), "models"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and f"* {version}" in done.stdout

@@ -1,0 +1,154 @@
+"""genre_retrain through Airflow itself: DagBag integrity and full runs (local and S3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genreflow import catalog, registry
+from genreflow.storage import LocalStore, S3Store
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_env, monkeypatch_module):
+    for key, value in airflow_env.items():
+        monkeypatch_module.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    assert bag.import_errors == {}
+    return bag.get_dag("genre_retrain")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_dag_shape(dag):
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert "genreflow" in dag.tags
+    assert {"inbox", "valid_csv", "store", "max_new_tracks", "force_publish"} <= set(dag.params)
+    assert dag.params["max_new_tracks"] == 500
+    assert [t.task_id for t in dag.topological_sort()][0] == "discover"
+    assert dag.get_task("extract").is_mapped if hasattr(dag.get_task("extract"), "is_mapped") \
+        else True
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+    upstream_of_publish = dag.get_task("publish").upstream_task_ids
+    assert {"gate", "validate", "train", "assemble"} <= upstream_of_publish
+
+
+def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:
+    """A corrupt, a too-short and a silent file, with the reason each must get."""
+    folder = inbox / genre
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00not really audio" * 50)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "short.wav", 0.3 * rng.standard_normal(22050).astype("float32"), 22050)
+    sf.write(folder / "silent.wav", np.zeros(22050 * 5, dtype="float32"), 22050)
+    return {
+        f"inbox:{genre}/corrupt.wav": "decode",
+        f"inbox:{genre}/short.wav": "shorter than one",
+        f"inbox:{genre}/silent.wav": "silent",
+    }
+
+
+def test_local_run_publishes_records_bad_tracks_and_second_run_skips(
+    run_dag, demo_corpus, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    shutil.copytree(demo_corpus["inbox"], inbox)
+    bad = write_bad_tracks(inbox, "metal")
+    env = {
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(inbox),
+        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
+    }
+    first = run_dag(env)
+    assert first.returncode == 0, first.log[-3000:]
+    assert first.state == "success"
+    assert "ROC-AUC ovo" in first.log
+
+    store = LocalStore(tmp_path / "store")
+    latest = registry.read_latest(store)
+    manifest = registry.read_manifest(store, latest["version"])
+    assert manifest["promoted"] is True
+    assert set(manifest["genres"]) == {"classical", "metal", "electronic"}
+    assert manifest["n_training_tracks"] == 9
+    assert manifest["metrics"]["roc_auc_ovo"] >= 0.9
+    registry.verify_files(store, latest["version"], manifest)
+    model, _ = registry.load_model(store)
+    assert list(model.classes_) == sorted(manifest["genres"])
+
+    tracks = catalog.read_catalog(store).set_index("key")
+    assert (tracks["status"] == catalog.OK).sum() == 9
+    for key, reason in bad.items():
+        assert tracks.loc[key, "status"] == catalog.FAILED
+        assert reason in tracks.loc[key, "reason"]
+    assert len(store.list_keys("raw/")) == 12  # failed tracks keep their raw audio too
+    assert len(store.list_keys("features/")) == 9
+
+    second = run_dag(env)
+    assert second.returncode == 0, second.log[-3000:]
+    assert "0 new" in second.log and "no new data" in second.log
+    states = second.task_states()
+    assert states.get("train") in (None, "skipped")
+    assert "published" not in second.log
+    assert registry.read_latest(store)["version"] == latest["version"]
+    assert len(store.list_keys("features/")) == 9
+
+
+def test_s3_run_publishes_to_bucket(run_dag, demo_corpus, s3_bucket):
+    bucket, s3_env = s3_bucket
+    inbox = S3Store(bucket, "inbox")
+    for path in sorted(demo_corpus["inbox"].glob("*/*.wav")):
+        inbox.write_bytes(path.relative_to(demo_corpus["inbox"]).as_posix(), path.read_bytes())
+    S3Store(bucket, "valid").write_bytes("valid.csv", demo_corpus["valid_csv"].read_bytes())
+    env = {
+        **s3_env,
+        "GENREFLOW_STORE": f"s3://{bucket}/store",
+        "GENREFLOW_INBOX": f"s3://{bucket}/inbox",
+        "GENREFLOW_VALID_CSV": f"s3://{bucket}/valid/valid.csv",
+    }
+    run = run_dag(env)
+    assert run.returncode == 0, run.log[-3000:]
+    store = S3Store(bucket, "store")
+    latest = registry.read_latest(store)
+    manifest = registry.read_manifest(store, latest["version"])
+    assert manifest["valid_csv"] == f"s3://{bucket}/valid/valid.csv"
+    assert set(manifest["files"]) >= {"model.skops", "metrics.json"}
+    registry.verify_files(store, latest["version"], manifest)
+    assert len(store.list_keys("raw/")) == 9
+    assert json.loads(store.read_bytes(f"models/{latest['version']}/metrics.json"))[
+        "n_songs"
+    ] == 6
+
+
+def test_broken_valid_csv_fails_fast_with_the_reason(run_dag, demo_corpus, tmp_path):
+    lines = demo_corpus["valid_csv"].read_text().splitlines()
+    header = lines[0].split(",")
+    drop = header.index("mfcc3_mean")
+    broken = tmp_path / "broken.csv"
+    broken.write_text(
+        "\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != drop) for line in lines)
+    )
+    env = {
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
+        "GENREFLOW_VALID_CSV": str(broken),
+    }
+    run = run_dag(env)
+    assert run.returncode != 0
+    assert "missing 1 required column(s): mfcc3_mean" in run.log
+    assert run.task_states().get("validate") == "failed"
+    assert "up_for_retry" not in run.task_states().values()
+    assert registry.read_latest(LocalStore(tmp_path / "store")) is None

@@ -1,0 +1,46 @@
+"""extract_many: the process pool gives the in-process numbers and isolates bad tracks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+from genreflow.audio import SAMPLE_RATE, AudioError, TooShortAudio, UndecodableAudio
+from genreflow.extraction import extract_audio_features, extract_many
+
+
+def track_bytes(seconds: float, freq: float, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    y = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.size)
+    buf = io.BytesIO()
+    sf.write(buf, y.astype(np.float32), SAMPLE_RATE, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+JOBS = [
+    ("a", track_bytes(6.5, 220.0, 0)),
+    ("corrupt", b"not audio at all" * 64),
+    ("b", track_bytes(3.2, 330.0, 1)),
+    ("short", track_bytes(1.0, 440.0, 2)),
+    ("c", track_bytes(9.1, 550.0, 3)),
+]
+
+
+def test_workers_two_match_workers_one_and_isolate_bad_tracks():
+    serial = dict(extract_many(iter(JOBS), workers=1))
+    parallel = dict(extract_many(iter(JOBS), workers=2))
+    assert set(serial) == set(parallel) == {job_id for job_id, _ in JOBS}
+    assert isinstance(parallel["corrupt"], UndecodableAudio)
+    assert isinstance(parallel["short"], TooShortAudio)
+    for job_id in ("a", "b", "c"):
+        assert not isinstance(serial[job_id], AudioError)
+        np.testing.assert_array_equal(parallel[job_id], serial[job_id])
+    assert [serial[j].shape[0] for j in ("a", "b", "c")] == [2, 1, 3]
+
+
+def test_extract_audio_features_shape():
+    features = extract_audio_features(JOBS[0][1], "a")
+    assert features.shape == (2, 311) and np.all(np.isfinite(features))

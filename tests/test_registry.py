@@ -1,0 +1,352 @@
+"""The model registry and the release steps, on both store backends (local folder and
+S3 over HTTP to moto): publish/verify/load, immutability, failures mid-publish, tampering,
+untrusted types, racing publishers, rollback, the gate and report files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator
+
+from genreflow import cli, registry
+from genreflow.config import Settings
+from genreflow.dataset import track_frame
+from genreflow.features.names import FEATURE_NAMES
+from genreflow.model import ModelConfig, fit_model
+from genreflow.storage import Store, StoreError, WriteConflict, open_store
+from genreflow.tasks import release
+
+GENRES = ("classical", "metal", "electronic")
+TINY = ModelConfig(generate=False, n_clusters=2, cluster_n_init=1)
+
+
+def random_table(seed: int, tracks_per_genre: int = 4, segments: int = 3):
+    """A segment table whose genres differ in mean: enough for a model to learn."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frames = [
+        track_frame(f"{genre}/t{t}", genre,
+                    rng.normal(loc=i, size=(segments, len(FEATURE_NAMES))))
+        for i, genre in enumerate(GENRES) for t in range(tracks_per_genre)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Two different fitted pipelines: a champion and a challenger."""
+    return [fit_model(random_table(seed), TINY) for seed in (1, 2)]
+
+
+def publish_model(store: Store, model, *, promote: bool = True, version: str | None = None,
+                  auc: float = 0.9, **kwargs) -> str:
+    version = version or registry.new_version()
+    files = {registry.MODEL_FILE: registry.dump_model(model), "metrics.json": b"{}"}
+    manifest = {"metrics": {"roc_auc_ovo": auc, "song_accuracy": 1.0}, "valid_sha256": "v1"}
+    registry.publish(store, version, files, manifest, promote=promote, **kwargs)
+    return version
+
+
+def proba(model, seed: int = 9) -> np.ndarray:
+    return model.predict_proba(random_table(seed)[FEATURE_NAMES])
+
+
+class HookedStore(Store):
+    """A real store with a hook run before every write (fault injection, races)."""
+
+    def __init__(self, inner: Store, before_write):
+        self.inner, self.before_write, self.uri = inner, before_write, inner.uri
+
+    def write_bytes(self, key, data, **kwargs):
+        self.before_write(key)
+        self.inner.write_bytes(key, data, **kwargs)
+
+    def read_bytes(self, key):
+        return self.inner.read_bytes(key)
+
+    def read_bytes_with_etag(self, key):
+        return self.inner.read_bytes_with_etag(key)
+
+    def exists(self, key):
+        return self.inner.exists(key)
+
+    def list_keys(self, prefix=""):
+        return self.inner.list_keys(prefix)
+
+    def delete(self, key):
+        self.inner.delete(key)
+
+
+def test_publish_verify_load_round_trip(store_uri, models):
+    store = open_store(store_uri)
+    version = publish_model(store, models[0])
+    latest = registry.read_latest(store)
+    manifest_bytes = store.read_bytes(registry.version_key(version, registry.MANIFEST_FILE))
+    assert latest["version"] == version and latest["previous"] is None
+    assert latest["manifest_sha256"] == registry.sha256_hex(manifest_bytes)
+    model, manifest = registry.load_model(store)
+    assert manifest["promoted"] is True and set(manifest["files"]) == {"model.skops",
+                                                                       "metrics.json"}
+    np.testing.assert_array_equal(proba(model), proba(models[0]))
+    assert registry.list_versions(store) == [version]
+
+
+def test_versions_are_never_overwritten(store_uri, models):
+    store = open_store(store_uri)
+    version = publish_model(store, models[0])
+    before = store.read_bytes(registry.version_key(version, registry.MODEL_FILE))
+    with pytest.raises(registry.RegistryError, match="immutable"):
+        publish_model(store, models[1], version=version)
+    assert store.read_bytes(registry.version_key(version, registry.MODEL_FILE)) == before
+
+
+def test_refused_challenger_is_stored_but_not_promoted(store_uri, models):
+    store = open_store(store_uri)
+    champion = publish_model(store, models[0])
+    refused = publish_model(store, models[1], promote=False)
+    assert registry.read_latest(store)["version"] == champion
+    assert registry.read_manifest(store, refused)["promoted"] is False
+    assert registry.list_versions(store) == sorted([champion, refused])
+
+
+@pytest.mark.parametrize("failing", ["model.skops", "manifest.json", "latest.json"])
+def test_failure_mid_publish_keeps_the_previous_champion(store_uri, models, failing):
+    inner = open_store(store_uri)
+    champion = publish_model(inner, models[0])
+
+    def fail(key):
+        if key.endswith(failing):
+            raise StoreError(f"injected failure writing {key}")
+
+    with pytest.raises(StoreError, match="injected"):
+        publish_model(HookedStore(inner, fail), models[1])
+    assert registry.read_latest(inner)["version"] == champion
+    model, _ = registry.load_model(inner)
+    np.testing.assert_array_equal(proba(model), proba(models[0]))
+    assert champion in registry.list_versions(inner)
+
+
+def test_s3_server_stopped_mid_publish(s3_bucket, s3_endpoint, models, monkeypatch, tmp_path):
+    """A dedicated moto server dies right after the model upload; the shared server
+    (same in-process state) shows latest unchanged and the champion still loads."""
+    from moto.server import ThreadedMotoServer
+
+    bucket, _ = s3_bucket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    doomed = open_store(f"s3://{bucket}/registry")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    survivor = open_store(f"s3://{bucket}/registry")
+    champion = publish_model(doomed, models[0])
+
+    def stop_after_model(key):
+        if key.endswith(registry.MANIFEST_FILE):
+            server.stop()
+
+    try:
+        with pytest.raises(StoreError):
+            publish_model(HookedStore(doomed, stop_after_model), models[1])
+    finally:
+        server.stop()
+    assert registry.read_latest(survivor)["version"] == champion
+    model, _ = registry.load_model(survivor)
+    np.testing.assert_array_equal(proba(model), proba(models[0]))
+    assert registry.list_versions(survivor) == [champion]
+    assert cli.main(["pull", "--store", survivor.uri, "--dest", str(tmp_path / "pulled")]) == 0
+    assert (tmp_path / "pulled" / registry.MODEL_FILE).is_file()
+
+
+def test_tampered_files_are_refused(store_uri, models):
+    store = open_store(store_uri)
+    version = publish_model(store, models[0])
+    key = registry.version_key(version, registry.MODEL_FILE)
+    data = bytearray(store.read_bytes(key))
+    data[len(data) // 2] ^= 0xFF
+    store.write_bytes(key, bytes(data))
+    with pytest.raises(registry.TamperedFile, match="sha256 mismatch"):
+        registry.load_model(store)
+    manifest_key = registry.version_key(version, registry.MANIFEST_FILE)
+    manifest = store.read_json(manifest_key)
+    manifest["files"]["model.skops"]["sha256"] = registry.sha256_hex(bytes(data))
+    store.write_json(manifest_key, manifest)
+    with pytest.raises(registry.TamperedFile, match="differs from the one in latest.json"):
+        registry.load_model(store)
+
+
+class Sneaky(BaseEstimator):
+    """A type no allow-list names."""
+
+
+@pytest.mark.parametrize("payload", ["untrusted", "garbage"])
+def test_untrusted_or_foreign_model_is_refused(tmp_path, payload):
+    store = open_store(str(tmp_path))
+    data = registry.dump_model(Sneaky()) if payload == "untrusted" else b"not a skops file"
+    registry.publish(store, "v1", {registry.MODEL_FILE: data}, {}, promote=True)
+    match = "Sneaky" if payload == "untrusted" else "not a skops model"
+    with pytest.raises(registry.UntrustedModel, match=match):
+        registry.load_model(store)
+
+
+@pytest.mark.parametrize("with_champion", [False, True], ids=["if-none-match", "if-match"])
+def test_racing_publishers_never_clobber(store_uri, models, with_champion):
+    """Both publishers read latest, upload, then write latest at the same moment (a
+    barrier) with the same stale ETag; the writes themselves are serialised, as S3 does
+    atomically (moto checks then puts). Exactly one wins; the other is told so."""
+    inner = open_store(store_uri)
+    champion = publish_model(inner, models[0]) if with_champion else None
+    barrier, serial = threading.Barrier(2, timeout=60), threading.Lock()
+
+    class Racing(HookedStore):
+        def write_bytes(self, key, data, **kwargs):
+            if key != registry.LATEST_KEY:
+                return super().write_bytes(key, data, **kwargs)
+            barrier.wait()
+            with serial:
+                return super().write_bytes(key, data, **kwargs)
+
+    store = Racing(inner, lambda key: None)
+    outcomes: dict[str, Exception | None] = {}
+
+    def run(model):
+        version = registry.new_version()
+        try:
+            publish_model(store, model, version=version)
+            outcomes[version] = None
+        except Exception as exc:
+            outcomes[version] = exc
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    winners = [v for v, exc in outcomes.items() if exc is None]
+    losers = [exc for exc in outcomes.values() if exc is not None]
+    assert len(winners) == 1 and len(losers) == 1
+    assert isinstance(losers[0], registry.PromotionConflict), losers[0]
+    assert "NOT promoted" in str(losers[0])
+    assert isinstance(losers[0].__cause__, WriteConflict)  # the conditional write refused it
+    latest = registry.read_latest(inner)
+    assert latest["version"] == winners[0] and latest["previous"] == champion
+    for version in outcomes:
+        manifest = registry.read_manifest(inner, version)
+        assert set(registry.verify_files(inner, version, manifest)) == {"model.skops",
+                                                                        "metrics.json"}
+
+
+def test_stale_gate_decision_is_not_promoted(store_uri, models):
+    store = open_store(store_uri)
+    champion = publish_model(store, models[0])
+    with pytest.raises(registry.PromotionConflict, match="not None as the gate saw"):
+        publish_model(store, models[1], expected_champion=None)
+    assert registry.read_latest(store)["version"] == champion
+    assert len(registry.list_versions(store)) == 2
+
+
+def test_rollback_checks_the_target(store_uri, models):
+    store = open_store(store_uri)
+    old = publish_model(store, models[0])
+    new = publish_model(store, models[1])
+    registry.set_latest(store, old)
+    assert registry.read_latest(store)["version"] == old
+    np.testing.assert_array_equal(proba(registry.load_model(store)[0]), proba(models[0]))
+    metrics_key = registry.version_key(new, "metrics.json")
+    original = store.read_bytes(metrics_key)
+    store.write_bytes(metrics_key, b'{"better": true}')
+    with pytest.raises(registry.TamperedFile):
+        registry.set_latest(store, new)
+    store.write_bytes(metrics_key, original)
+    store.delete(registry.version_key(new, registry.MODEL_FILE))
+    with pytest.raises(registry.IncompleteVersion, match="missing"):
+        registry.set_latest(store, new)
+    store.delete(registry.version_key(new, registry.MANIFEST_FILE))
+    with pytest.raises(registry.IncompleteVersion, match="no manifest"):
+        registry.set_latest(store, new)
+    for unknown in ("20990101T000000Z-ffffff", "../escape"):
+        with pytest.raises(registry.UnknownVersion):
+            registry.set_latest(store, unknown)
+    assert registry.read_latest(store)["version"] == old
+
+
+def test_the_default_pipeline_loads_under_the_allow_list():
+    """Every type the production pipeline holds must be in genreflow.trusted_types."""
+    model = fit_model(random_table(1), ModelConfig(gen_k=5, gen_keep=20, n_clusters=2,
+                                                   cluster_n_init=1))
+    np.testing.assert_array_equal(
+        proba(registry.load_model_bytes(registry.dump_model(model))), proba(model)
+    )
+
+
+def test_no_model_is_a_clear_error(tmp_path):
+    with pytest.raises(registry.NoModel, match="no published model"):
+        registry.load_model(open_store(str(tmp_path)))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    valid = tmp_path / "valid.csv"
+    random_table(5, tracks_per_genre=2).to_csv(valid, index=False)
+    return Settings(home=tmp_path, store=str(tmp_path / "store"), inbox="",
+                    valid_csv=str(valid), genres=GENRES)
+
+
+def test_gate_compares_on_the_same_valid_csv(settings, models):
+    from genreflow.evaluation import evaluate
+    from genreflow.tasks.training import read_valid
+
+    store = open_store(settings.store)
+    first = release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "x"}, 0.01, False)
+    assert first["promote"] and first["champion"] is None
+    champion = publish_model(store, models[0], auc=0.9)  # recorded on valid_sha256 "v1"
+
+    def decide(auc, sha="v1", margin=0.05, force=False):
+        return release.gate(settings, {"roc_auc_ovo": auc, "valid_sha256": sha}, margin, force)
+
+    worse = decide(0.84)
+    assert not worse["promote"] and worse["champion"] == champion
+    assert "worse" in worse["reason"] and "recorded" in worse["reason"]
+    assert decide(0.86)["promote"] and decide(0.84, force=True)["promote"]
+    valid, valid_sha = read_valid(settings)
+    rescored = decide(0.0, sha=valid_sha)
+    expected = evaluate(models[0], valid)["roc_auc_ovo"]
+    assert rescored["champion_roc_auc_ovo"] == expected and "re-scored" in rescored["reason"]
+    assert rescored["promote"] == (expected <= 0.05)
+
+
+def test_release_publish_copies_report_files(settings, models):
+    store = open_store(settings.store)
+    reports = {"checks.json": b'{"failures": []}', "confusion_matrix.png": b"\x89PNG cm",
+               "umap.png": b"\x89PNG umap"}
+    for name, data in reports.items():
+        store.write_bytes(f"runs/r1/{name}", data)
+    store.write_bytes("runs/r1/model.skops", registry.dump_model(models[0]))
+    metrics = {"roc_auc_ovo": 0.9, "song_accuracy": 1.0, "valid_sha256": "v1",
+               "per_genre": {}, "report_files": {n: f"runs/r1/{n}" for n in reports}}
+    snapshot = {"snapshot_key": "snapshots/s.parquet", "fingerprint": "f", "n_tracks": 12}
+    trained = {"model_key": "runs/r1/model.skops", "config": TINY.to_dict(),
+               "classes": list(GENRES), "training_counts": {}}
+    decision = release.gate(settings, metrics, 0.01, False)
+    result = release.publish(settings, snapshot, trained, metrics, decision, "manual__r1")
+    version = result["version"]
+    manifest = registry.read_manifest(store, version)
+    assert set(manifest["files"]) == {"model.skops", "metrics.json", *reports}
+    files = registry.verify_files(store, version, manifest)
+    assert all(files[name] == data for name, data in reports.items())
+    assert "report_files" not in json.loads(files["metrics.json"])
+    assert "report_files" not in manifest["metrics"]
+    assert registry.read_latest(store)["version"] == version and result["promoted"]
+
+    refusal = {**decision, "promote": False, "champion": version, "reason": "worse by 0.2"}
+    refused = release.publish(settings, snapshot, trained, metrics, refusal, "manual__r2")
+    manifest = registry.read_manifest(store, refused["version"])
+    assert manifest["promoted"] is False and manifest["gate"]["reason"] == "worse by 0.2"
+    assert registry.read_latest(store)["version"] == version
