@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_model.py                      # synthetic corpus
     .venv/bin/python bench/bench_model.py --audio ../shared/data/gtzan-excerpts/
-    .venv/bin/python bench/bench_model.py --audio DIR --scaling 10000,50000,100000
+    .venv/bin/python bench/bench_model.py --audio DIR --imbalance 3 --configs "a,b"
+    .venv/bin/python bench/bench_model.py --audio DIR --configs "" --scaling 10000,50000,100000
 
 Features of the audio are cached in bench/out/ (gitignored), so reruns skip extraction.
 Fit time is the mean over CV folds; peak memory is tracemalloc's peak of one fit on the
@@ -25,27 +26,32 @@ import pandas as pd
 
 from genreflow.features.names import FEATURE_NAMES
 from genreflow.model import ModelConfig, fit_model
-from genreflow.selection import grouped_cv
+from genreflow.selection import cv_splits, grouped_cv
 
 OUT = Path(__file__).resolve().parent / "out"
-PLAIN = replace(ModelConfig(), generate=False, smote=False, cluster=False)
-FULL = ModelConfig()
+PLAIN = ModelConfig(classifier="logreg", C=0.1, generate=False, smote=False, cluster=False)
+FULL = replace(PLAIN, generate=True, smote=True, cluster=True)
 
 ABLATION: dict[str, ModelConfig] = {
     "plain logreg C=0.1": PLAIN,
     "+ SMOTE": replace(PLAIN, smote=True),
     "+ cluster one-hot": replace(PLAIN, cluster=True),
     "+ generated": replace(PLAIN, generate=True),
+    "+ generated C=0.03": replace(PLAIN, generate=True, C=0.03),
+    "+ generated C=0.3": replace(PLAIN, generate=True, C=0.3),
     "full (gen+SMOTE+cluster one-hot)": FULL,
     "full cluster ordinal": replace(FULL, cluster_encoding="ordinal"),
     "full gen_keep=1000": replace(FULL, gen_keep=1000),
+    "full gen_keep=1000 k=30": replace(FULL, gen_keep=1000, gen_k=30),
+    "full all candidates (exp kept)": replace(FULL, gen_rank_distinct=False),
+    "gen_keep=1000 no SMOTE/cluster": replace(PLAIN, generate=True, gen_keep=1000),
     "full logreg C=1": replace(FULL, C=1.0),
     "plain logreg C=1": replace(PLAIN, C=1.0),
     "plain extra_trees": replace(PLAIN, classifier="extra_trees"),
     "full extra_trees": replace(FULL, classifier="extra_trees"),
     "plain random_forest": replace(PLAIN, classifier="random_forest"),
     "plain hist_gb (100 it)": replace(PLAIN, classifier="hist_gb", n_estimators=100),
-    "full hist_gb (100 it)": replace(FULL, classifier="hist_gb", n_estimators=100),
+    "default ModelConfig()": ModelConfig(),
 }
 
 
@@ -82,18 +88,31 @@ def peak_fit(table: pd.DataFrame, config: ModelConfig, workers: int) -> tuple[fl
     return seconds, peak
 
 
-def ablation(table: pd.DataFrame, names: list[str], workers: int) -> list[dict]:
-    rows = []
+def ablation(table: pd.DataFrame, names: list[str], workers: int, repeats: int) -> list[dict]:
+    """Each row scored on the same ``repeats`` x 5 grouped folds (different shuffles);
+    the difference to the first row is paired by fold (mean +- standard error)."""
+    splits = [s for seed in range(repeats) for s in cv_splits(table, 5, seed)]
+    rows, first = [], None
     for name in names:
-        scores = grouped_cv(table, ABLATION[name], workers)
+        scores = grouped_cv(table, ABLATION[name], workers, splits)
         _, peak = peak_fit(table, ABLATION[name], workers)
+        aucs = np.array([f["roc_auc_ovo"] for f in scores["folds"]])
+        first = aucs if first is None else first
+        diff = aucs - first  # paired: same folds, so fold-to-fold noise cancels
         rows.append({"config": name, "roc_auc_ovo": scores["roc_auc_ovo"],
-                     "auc_fold_sd": round(float(np.std([f["roc_auc_ovo"] for f in
-                                                        scores["folds"]])), 4),
+                     "d_auc_vs_row1": f"{diff.mean():+.4f} +- {diff.std() / len(diff) ** 0.5:.4f}",
                      "song_accuracy": scores["song_accuracy"],
                      "fit_s": round(scores["fit_seconds"], 2), "peak_MiB": round(peak)})
         print(rows[-1], flush=True)
     return rows
+
+
+def imbalanced(table: pd.DataFrame, keep: int) -> pd.DataFrame:
+    """Every second genre (sorted) cut to its first ``keep`` tracks."""
+    cut = sorted(table["genre"].unique())[::2]
+    tracks = table.groupby("genre")["track_id"].unique()
+    dropped = {t for g in cut for t in sorted(tracks[g])[keep:]}
+    return table[~table["track_id"].isin(dropped)].reset_index(drop=True)
 
 
 def synthetic_rows(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
@@ -110,11 +129,15 @@ def synthetic_rows(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
+    """Fit cost of the default pipeline and of the study's full one."""
     rows = []
     for n in sizes:
-        seconds, peak = peak_fit(synthetic_rows(table, n), FULL, workers)
-        rows.append({"segments": n, "fit_s": round(seconds, 1), "peak_MiB": round(peak)})
-        print(rows[-1], flush=True)
+        data = synthetic_rows(table, n)
+        for name, config in (("default", ModelConfig()), ("full", FULL)):
+            seconds, peak = peak_fit(data, config, workers)
+            rows.append({"segments": n, "config": name, "fit_s": round(seconds, 1),
+                         "peak_MiB": round(peak)})
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -132,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(ABLATION),
                         help="comma-separated ablation rows (default: all)")
     parser.add_argument("--scaling", default="", help="e.g. 10000,50000,100000")
+    parser.add_argument("--imbalance", type=int, default=0,
+                        help="keep only this many tracks of every second genre")
+    parser.add_argument("--repeats", type=int, default=3, help="shuffles of the 5 folds")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     audio = args.audio or synthetic_audio(args.synth_tracks)
     table = cached_features(audio, args.workers)
+    if args.imbalance:
+        table = imbalanced(table, args.imbalance)
     print(f"{audio}: {table['track_id'].nunique()} tracks, {len(table)} segments, "
           f"{table['genre'].nunique()} genres", flush=True)
     names = [n for n in args.configs.split(",") if n]
     if names:
-        print(markdown(ablation(table, names, args.workers)))
+        print(markdown(ablation(table, names, args.workers, args.repeats)))
     if args.scaling:
         print(markdown(scaling(table, [int(n) for n in args.scaling.split(",")], args.workers)))
     return 0

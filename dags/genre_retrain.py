@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import urlparse
 
 from airflow.sdk import (
     Asset,
@@ -48,17 +46,12 @@ def fail_fast(fn):
     return wrapper
 
 
-def asset_uri(location: str) -> str:
-    """An Asset URI for a store location: s3:// kept, a local path made file://."""
-    if urlparse(location).scheme:
-        return location.rstrip("/")
-    return Path(location).resolve().as_uri()
-
-
-_env = load_settings()
-INBOX = Asset(name="genreflow_inbox", uri=asset_uri(_env.inbox), group="genreflow")
+# Stable identities, not store paths: the same DAG serves any GENREFLOW_STORE/INBOX, and
+# an asset's URI must not change with the environment that parsed the file. Where the
+# model went is in each event's extra.
+INBOX = Asset(name="genreflow_inbox", uri="genreflow://inbox", group="genreflow")
 LATEST_MODEL = Asset(
-    name="genreflow_latest_model", uri=f"{asset_uri(_env.store)}/latest.json", group="genreflow"
+    name="genreflow_latest_model", uri="genreflow://models/latest", group="genreflow"
 )
 
 

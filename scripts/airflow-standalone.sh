@@ -2,7 +2,9 @@
 # `make airflow`: Airflow 3 standalone (api-server, scheduler, dag-processor, triggerer,
 # LocalExecutor, SQLite in $AIRFLOW_HOME) serving genreflow's DAG and plugin on the
 # embedded default: local store, demo data synthesised unless GENREFLOW_INBOX is set.
-# Prints the URL and the login once the API server answers; Ctrl-C stops everything.
+# Prints the URL and the login once the API server answers. Ctrl-C (or SIGTERM) stops
+# every process it started, by pid: `airflow standalone` itself can hang on Ctrl-C after
+# its components exit, and the scheduler may ignore SIGTERM while idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,8 @@ url="http://localhost:$port"
 if [[ -z "${AIRFLOW__API__BASE_URL:-}" ]]; then
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-$url/execution/}"
 fi
+# LocalExecutor starts one worker process per slot (default 32): a few are plenty here.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 passwords="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 
 announce() {
@@ -38,5 +42,43 @@ announce() {
   echo "genreflow: Airflow did not answer on $url within 300 s; see the output above" >&2
 }
 
+descendants() {
+  local child
+  for child in $(pgrep -P "$1"); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+any_alive() {  # zombies do not count: they are dead, just not reaped yet
+  local pid
+  for pid in "$@"; do
+    [[ "$(ps -o stat= -p "$pid" 2> /dev/null)" =~ ^[^Z] ]] && return 0
+  done
+  return 1
+}
+
+stop() {
+  trap - INT TERM
+  echo "genreflow: stopping Airflow" >&2
+  local pids
+  pids=$(descendants $$)
+  kill -TERM $pids 2> /dev/null || true
+  for _ in $(seq 1 15); do
+    any_alive $pids || exit 0
+    sleep 1
+  done
+  echo "genreflow: SIGKILL to what ignored SIGTERM" >&2
+  kill -KILL $pids 2> /dev/null || true
+  exit 0
+}
+
+trap stop INT TERM
+airflow standalone &
+standalone=$!
 announce &
-exec airflow standalone
+announcer=$!
+status=0
+wait "$standalone" || status=$?
+kill "$announcer" 2> /dev/null || true
+exit "$status"

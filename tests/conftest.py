@@ -82,6 +82,12 @@ def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
 class DagRun:
     returncode: int
     log: str
+    env: dict[str, str]
+
+    @property
+    def run_id(self) -> str:
+        found = re.findall(r"DagRun Finished: .*?run_id=([^,]+),", self.log)
+        return found[-1] if found else ""
 
     @property
     def state(self) -> str:
@@ -89,13 +95,13 @@ class DagRun:
         return found[-1] if found else "unknown"
 
     def task_states(self) -> dict[str, str]:
-        """Last state per task id, from the run log."""
-        states = {}
-        for task_id, state in re.findall(
-            r"task_id='(\w+)'.*?state=<TaskInstanceState\.(\w+)", self.log
-        ):
-            states[task_id] = state.lower()
-        return states
+        """State per task id (mapped tasks: the last map index), from Airflow's database."""
+        done = subprocess.run(
+            [str(BIN / "airflow"), "tasks", "states-for-dag-run", "genre_retrain", self.run_id,
+             "-o", "json"],
+            env=self.env, capture_output=True, text=True, timeout=120, check=True,
+        )
+        return {row["task_id"]: row["state"] for row in json.loads(done.stdout)}
 
 
 @pytest.fixture(scope="session")
@@ -106,11 +112,11 @@ def run_dag(airflow_env):
         command = [str(BIN / "airflow"), "dags", "test", "genre_retrain"]
         if conf:
             command += ["--conf", json.dumps(conf)]
+        full_env = {**airflow_env, **env}
         done = subprocess.run(
-            command, env={**airflow_env, **env}, capture_output=True, text=True,
-            timeout=timeout,
+            command, env=full_env, capture_output=True, text=True, timeout=timeout
         )
-        return DagRun(done.returncode, done.stdout + done.stderr)
+        return DagRun(done.returncode, done.stdout + done.stderr, full_env)
 
     return run
 

@@ -94,7 +94,7 @@ def test_local_run_publishes_records_bad_tracks_and_second_run_skips(
     for key, reason in bad.items():
         assert tracks.loc[key, "status"] == catalog.FAILED
         assert reason in tracks.loc[key, "reason"]
-    assert len(store.list_keys("raw/")) == 12  # failed tracks keep their raw audio too
+    assert len(store.list_keys("raw/")) == 9  # raw audio of every usable track
     assert len(store.list_keys("features/")) == 9
 
     second = run_dag(env)

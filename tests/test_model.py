@@ -17,7 +17,7 @@ from genreflow.trusted_types import TRUSTED_TYPES
 
 GENRES = ("classical", "metal", "electronic")
 SHIFT = {c: 2.5 for c in range(0, 40, 4)}
-FAST = replace(ModelConfig(), cluster_n_init=2, gen_keep=50)
+FAST = replace(ModelConfig(), smote=True, cluster=True, cluster_n_init=2, gen_keep=50)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def test_same_seed_same_metrics(tables):
 
 def test_small_training_sets_shrink_smote_and_clusters():
     y = np.array(["a"] * 3 + ["b"] * 7)
-    config = fit_config(ModelConfig(n_clusters=20), y)
+    config = fit_config(ModelConfig(smote=True, n_clusters=20), y)
     assert config.smote_k_neighbors == 2 and config.smote and config.n_clusters == 10
-    assert not fit_config(ModelConfig(), np.array(["a", "b", "b"])).smote
+    assert not fit_config(ModelConfig(smote=True), np.array(["a", "b", "b"])).smote
 
 
 def test_selection_is_grouped_by_track_and_records_scores(tables):
@@ -75,7 +75,8 @@ def test_selection_is_grouped_by_track_and_records_scores(tables):
 def test_trusted_types_are_exactly_what_the_candidates_hold(tables):
     train, valid = tables
     untrusted = set()
-    for config in {replace(c, C=1.0, n_estimators=5) for c in CANDIDATES}:
+    shapes = {replace(c, C=1.0, n_estimators=5) for c in CANDIDATES}  # one fit per shape
+    for config in shapes:
         model = fit_model(train, replace(config, cluster_n_init=1, gen_keep=10))
         data = registry.dump_model(model)
         untrusted |= set(sio.get_untrusted_types(data=data))
@@ -88,5 +89,6 @@ def test_trusted_types_are_exactly_what_the_candidates_hold(tables):
 def test_steps_can_be_switched_off():
     plain = build_model(replace(ModelConfig(), generate=False, smote=False, cluster=False))
     assert [n for n, _ in plain.steps] == ["scale", "classifier"]
+    assert [n for n, _ in build_model().steps] == ["generate", "scale", "classifier"]
     with pytest.raises(ValueError, match="classifier"):
         ModelConfig(classifier="catboost")

@@ -79,11 +79,11 @@ def test_plot_is_served_only_when_listed_and_intact(client, store):
     assert client.get(url).status_code == 409
 
 
-def test_incomplete_version_and_empty_store(tmp_path, store):
-    store.write_bytes(registry.version_key("20261126T030000Z-cccccc", registry.MODEL_FILE), b"x")
+def test_unreadable_manifest_is_shown_and_empty_store(tmp_path, store):
+    store.write_bytes(registry.version_key("20261126T030000Z-cccccc", "manifest.json"), b"{")
     rows = TestClient(create_app(store.uri)).get("/api/versions").json()
     assert rows[0]["version"] == "20261126T030000Z-cccccc"
-    assert "no manifest" in rows[0]["error"]
+    assert "not valid JSON" in rows[0]["error"]
     empty = TestClient(create_app(str(tmp_path / "empty"))).get("/")
     assert empty.status_code == 200 and "no model published yet" in empty.text
 

@@ -194,7 +194,7 @@ def drift(previous, current, policy: CheckPolicy) -> dict:
 
 
 def _findings(report: dict, policy: CheckPolicy) -> list[dict]:
-    """(finding, message) pairs of everything outside the policy's thresholds."""
+    """Everything outside the policy's thresholds, each marked "fail" or "warn"."""
     found = [("too_few_tracks", f"genre {g!r} has {n} track(s), fewer than "
               f"{policy.min_tracks_per_genre}")
              for g, n in report["tracks_per_genre"].items() if n < policy.min_tracks_per_genre]

@@ -7,9 +7,10 @@ candidates with the largest H. Candidates are scored chunk by chunk, so at most
 ``chunk_size`` of them exist at a time (k = 45 gives 3375 candidates).
 
 ``exp`` is applied to its argument clipped to +-``EXP_CLIP`` so it can never overflow.
-H is a rank statistic, so a monotone transform (exp(v), the root or cube of a base
-column) has the same H as its argument; such rank-equivalent duplicates are dropped
-(the simplest form is kept), which is why exp columns are rarely chosen.
+H is a rank statistic, so a strictly increasing transform has exactly the H of its
+argument: exp(v) ties with v, and cube(root(x)) with root(x) (and with x). With
+``rank_distinct`` (the default) these duplicates are not candidates, so the top-N is
+not filled with copies of one ranking; set it False to rank every candidate.
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ def odd_root(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.abs(x) ** 0.2
 
 
-def candidate_specs(k: int) -> np.ndarray:
-    """All (outer, inner, i, j) over base positions 0..k-1, simplest forms first."""
+def candidate_specs(k: int, rank_distinct: bool = True) -> np.ndarray:
+    """(outer, inner, i, j) over base positions 0..k-1, simplest forms first; without
+    the rank-equivalent exp(v) and cube(root(x)) when ``rank_distinct``."""
     single = [(inner, i, i) for inner in range(3) for i in range(k)]
     pairs = [(3, i, j) for i in range(k) for j in range(i + 1, k)]
-    return np.array([(outer, *s) for outer in range(len(OUTER)) for s in single + pairs],
-                    dtype=np.int64).reshape(-1, 4)
+    specs = np.array([(outer, *s) for outer in range(len(OUTER)) for s in single + pairs],
+                     dtype=np.int64).reshape(-1, 4)
+    if rank_distinct:
+        outer, inner = specs[:, 0], specs[:, 1]
+        specs = specs[(outer != 2) & ~((outer == 0) & (inner == 2))]
+    return specs
 
 
 def evaluate_specs(roots: np.ndarray, specs: np.ndarray) -> np.ndarray:
@@ -66,16 +72,19 @@ class FeatureGenerator(TransformerMixin, BaseEstimator):
 
     ``k``: base columns (top by H) the candidates are built from. ``score_rows``: rows
     (a seeded random subset) used to score candidates, bounding fit time on big
-    snapshots. ``keep_original``: output the input columns too.
+    snapshots. ``keep_original``: output the input columns too. ``rank_distinct``: leave
+    out candidates whose ranks (so H) equal a simpler one's (see the module doc).
     """
 
     def __init__(self, k: int = 45, n_keep: int = 350, chunk_size: int = 256,
-                 score_rows: int = 20000, keep_original: bool = True, random_state: int = 0):
+                 score_rows: int = 20000, keep_original: bool = True,
+                 rank_distinct: bool = True, random_state: int = 0):
         self.k = k
         self.n_keep = n_keep
         self.chunk_size = chunk_size
         self.score_rows = score_rows
         self.keep_original = keep_original
+        self.rank_distinct = rank_distinct
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -90,22 +99,16 @@ class FeatureGenerator(TransformerMixin, BaseEstimator):
         base_h, _ = kruskal_columns(X, codes)
         self.base_columns_ = np.sort(np.argsort(-base_h, kind="stable")[: self.k])
         roots = odd_root(X[:, self.base_columns_])
-        specs = candidate_specs(len(self.base_columns_))
+        specs = candidate_specs(len(self.base_columns_), self.rank_distinct)
         scores = np.concatenate([
             kruskal_columns(evaluate_specs(roots, specs[s: s + self.chunk_size]), codes)[0]
             for s in range(0, len(specs), self.chunk_size)
         ])
-        # rank-equivalent candidates share H exactly: keep the first (simplest) of each
-        _, first = np.unique(np.round(scores, 9), return_index=True)
-        unique = np.zeros(len(specs), dtype=bool)
-        unique[first] = True
-        order = np.argsort(-np.where(unique, scores, -np.inf), kind="stable")
-        kept = order[: min(self.n_keep, int(unique.sum()))]
+        kept = np.argsort(-scores, kind="stable")[: self.n_keep]
         self.specs_ = specs[kept]
         self.scores_ = scores[kept]
-        log.info("feature generation: %d candidates from %d base columns, %d rank-distinct, "
-                 "kept %d (H %.1f..%.1f)", len(specs), len(self.base_columns_),
-                 int(unique.sum()), len(kept), self.scores_.max(initial=0),
+        log.info("feature generation: %d candidates from %d base columns, kept %d (H %.1f..%.1f)",
+                 len(specs), len(self.base_columns_), len(kept), self.scores_.max(initial=0),
                  self.scores_.min(initial=0))
         return self
 

@@ -24,18 +24,16 @@ log = logging.getLogger(__name__)
 PLOT_SUFFIX = ".png"
 
 
-def list_versions(store: Store) -> list[dict]:
-    """One row per version folder, newest first (versions sort by their UTC timestamp).
+def version_rows(store: Store) -> list[dict]:
+    """One row per published version, newest first (versions sort by their UTC timestamp).
 
-    A folder without a manifest (a publish in progress or one that failed half-way) gets
-    a row with ``error`` instead of hiding it: an operator should see it.
+    A manifest that cannot be read (not JSON, ...) gets a row with ``error`` instead of
+    being hidden: an operator should see it.
     """
     latest = registry.read_latest(store)
     latest_version = latest["version"] if latest else None
-    prefix = f"{registry.MODELS_PREFIX}/"
-    versions = {key[len(prefix):].split("/", 1)[0] for key in store.list_keys(prefix)}
     rows = []
-    for version in sorted(versions, reverse=True):
+    for version in reversed(registry.list_versions(store)):
         row = {"version": version, "latest": version == latest_version}
         try:
             manifest = registry.read_manifest(store, version)
@@ -61,15 +59,14 @@ def list_versions(store: Store) -> list[dict]:
 
 
 def read_plot(store: Store, version: str, name: str) -> bytes:
-    """A PNG listed in the version's manifest; RegistryError if its sha256 changed."""
-    try:
-        manifest = registry.read_manifest(store, version)
-    except registry.RegistryError as exc:
-        raise KeyNotFound(str(exc)) from exc
-    entry = manifest.get("files", {}).get(name)
-    if entry is None or not name.endswith(PLOT_SUFFIX):
-        raise KeyNotFound(f"version {version} lists no plot {name!r}")
-    return registry.verify_files(store, version, {"files": {name: entry}})[name]
+    """A PNG listed in the version's manifest, checked against its sha256.
+
+    registry.TamperedFile if the file changed; another RegistryError if it is not there.
+    """
+    if not name.endswith(PLOT_SUFFIX):
+        raise registry.IncompleteVersion(f"{name!r} is not a plot")
+    manifest = registry.read_manifest(store, version)
+    return registry.verify_files(store, version, manifest, [name])[name]
 
 
 def _number(value, digits: int = 4) -> str:
@@ -146,7 +143,7 @@ def create_app(store_uri: str | None = None, dependencies: Sequence = ()) -> Fas
 
     def versions(store: Store) -> list[dict]:
         try:
-            return list_versions(store)
+            return version_rows(store)
         except StoreError as exc:
             raise HTTPException(503, f"cannot read {store.uri}: {exc}") from exc
 
@@ -167,10 +164,10 @@ def create_app(store_uri: str | None = None, dependencies: Sequence = ()) -> Fas
     def plot(version: str, name: str) -> Response:
         try:
             data = read_plot(open_registry(), version, name)
-        except (KeyNotFound, ValueError) as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except registry.RegistryError as exc:
+        except registry.TamperedFile as exc:
             raise HTTPException(409, str(exc)) from exc
+        except (registry.RegistryError, KeyNotFound) as exc:
+            raise HTTPException(404, str(exc)) from exc
         except StoreError as exc:
             raise HTTPException(503, str(exc)) from exc
         return Response(data, media_type="image/png")

@@ -104,22 +104,29 @@ def read_valid(settings: Settings):
 
 
 def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
-    """Confusion matrix (songs) and the UMAP of the training matrix coloured by cluster."""
+    """Confusion matrix (songs) and the UMAP of the training matrix coloured by cluster.
+
+    The matrix is the one the classifier's input is built from (generated + scaled
+    columns, real segments only: samplers act in fit). A model without a cluster step
+    gets clusters of the same kind (ClusterFeature defaults) fitted for the figure only.
+    """
+    from genreflow.cluster import ClusterFeature
     from genreflow.features.names import FEATURE_NAMES
     from genreflow.plots import confusion_matrix_png, umap_png
 
     matrix = metrics["confusion_matrix"]
-    plots = {CONFUSION_FILE: confusion_matrix_png(
-        matrix["songs"], matrix["labels"], "Songs of valid.csv (majority vote)")}
     names = [name for name, _ in model.steps]
-    if "cluster" in names:
-        at = names.index("cluster")
-        X = model[:at].transform(table[FEATURE_NAMES])  # samplers are skipped here
-        clusters = model.named_steps["cluster"].assign(X)
-        plots[UMAP_FILE] = umap_png(X, table["genre"].astype(str).to_numpy(), clusters)
-    else:
-        log.info("model has no cluster step: no UMAP figure")
-    return plots
+    at = names.index("cluster") if "cluster" in names else len(names) - 1
+    X = table[FEATURE_NAMES]
+    for _, step in model.steps[:at]:
+        if not hasattr(step, "fit_resample"):
+            X = step.transform(X)
+    cluster = model.named_steps["cluster"] if "cluster" in names else ClusterFeature().fit(X)
+    return {
+        CONFUSION_FILE: confusion_matrix_png(matrix["songs"], matrix["labels"],
+                                             "Songs of valid.csv (majority vote)"),
+        UMAP_FILE: umap_png(X, table["genre"].astype(str).to_numpy(), cluster.assign(X)),
+    }
 
 
 def validate(settings: Settings, trained: dict) -> dict:

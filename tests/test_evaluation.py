@@ -1,0 +1,101 @@
+"""Validation report: metrics by hand, figures, and the check/train/validate steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genreflow import registry
+from genreflow.checks import CheckFailed
+from genreflow.config import load_settings
+from genreflow.evaluation import evaluate, song_votes
+from genreflow.storage import LocalStore
+from genreflow.tasks import training
+
+GENRES = ("classical", "metal", "electronic")
+SHIFT = {c: 4.0 for c in range(0, 60, 3)}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_song_votes_by_hand():
+    votes = song_votes(np.array(["s1", "s1", "s1", "s2", "s2"]),
+                       np.array(["jazz", "rock", "rock", "pop", "blues"]))
+    assert votes.to_dict() == {"s1": "rock", "s2": "blues"}  # a tie goes to the first name
+
+
+@pytest.fixture(scope="module")
+def steps_run(tmp_path_factory, genres_config):
+    """check -> train -> validate on a local store, with a champion to drift against."""
+    from conftest import segment_table
+
+    root = tmp_path_factory.mktemp("steps")
+    store = LocalStore(root / "store")
+    old = segment_table(GENRES, tracks=3, seed=5, shift=SHIFT, prefix="old")
+    store.write_frame("snapshots/old.parquet", old)
+    registry.publish(store, "v0", {"model.skops": b"x"},
+                     {"snapshot_key": "snapshots/old.parquet"}, promote=True)
+    table = segment_table(GENRES, tracks=3, shift=SHIFT)
+    store.write_frame("snapshots/new.parquet", table)
+    segment_table(GENRES, tracks=2, seed=7, shift=SHIFT, prefix="v").to_csv(
+        root / "valid.csv", index=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREFLOW_CONFIG", str(genres_config))
+        patch.setenv("GENREFLOW_WORKERS", "1")
+        settings = load_settings(store=str(root / "store"), valid_csv=str(root / "valid.csv"))
+    snapshot = {"snapshot_key": "snapshots/new.parquet", "fingerprint": "f", "n_tracks": 9}
+    checked = training.check(settings, snapshot, "manual__1")
+    trained = training.train(settings, snapshot, "manual__1")
+    metrics = training.validate(settings, trained)
+    return {"store": store, "settings": settings, "checked": checked, "trained": trained,
+            "metrics": metrics, "table": table}
+
+
+def test_check_step_stores_the_report_with_drift_against_the_champion(steps_run):
+    report = steps_run["store"].read_json(steps_run["checked"]["report_key"])
+    assert report["previous_snapshot_key"] == "snapshots/old.parquet"
+    assert report["drift"]["compared"] == "new tracks"
+    assert report["kruskal"]["significant_share"] == pytest.approx(len(SHIFT) / 311, abs=0.02)
+
+
+def test_check_step_fails_on_too_few_tracks(steps_run):
+    store, settings = steps_run["store"], steps_run["settings"]
+    table = steps_run["table"]
+    store.write_frame("snapshots/thin.parquet", table[table["track_id"].str.endswith("0")])
+    with pytest.raises(CheckFailed, match="fewer than 2"):
+        training.check(settings, {"snapshot_key": "snapshots/thin.parquet"}, "manual__2")
+    assert store.exists("runs/manual__2/checks.json")  # the report is kept for the person
+
+
+def test_train_step_records_the_cv_selection(steps_run):
+    config = steps_run["trained"]["config"]
+    selection = config["selection"]
+    assert selection["n_splits"] == 3
+    assert len(selection["candidates"]) == 5
+    chosen = selection["candidates"][selection["chosen"]]
+    assert chosen["roc_auc_ovo"] == max(c["roc_auc_ovo"] for c in selection["candidates"])
+    assert {k: v for k, v in config.items() if k != "selection"} == chosen["config"]
+
+
+def test_validate_step_metrics_and_report_files(steps_run):
+    metrics, store = steps_run["metrics"], steps_run["store"]
+    assert metrics["roc_auc_ovo"] == 1.0 and metrics["song_accuracy"] == 1.0
+    matrix = metrics["confusion_matrix"]
+    assert np.array_equal(np.diag(matrix["songs"]), [2, 2, 2])
+    assert np.array(matrix["segments"]).sum() == metrics["n_segments"] == 30
+    assert metrics["per_genre"]["metal"]["recall"] == 1.0
+    assert metrics["report_files"] == {
+        "checks.json": "runs/manual__1/checks.json",
+        "confusion_matrix.png": "runs/manual__1/confusion_matrix.png",
+        "umap.png": "runs/manual__1/umap.png",
+    }
+    for name, key in metrics["report_files"].items():
+        if name.endswith(".png"):
+            assert store.read_bytes(key).startswith(PNG)
+
+
+def test_unseen_genre_is_refused(steps_run):
+    model = registry.load_model_bytes(steps_run["store"].read_bytes(
+        steps_run["trained"]["model_key"]))
+    table = steps_run["table"].assign(genre="jazz")
+    with pytest.raises(ValueError, match="never seen"):
+        evaluate(model, table)
