@@ -40,6 +40,7 @@ ABLATION: dict[str, ModelConfig] = {
     "+ generated C=0.03": replace(PLAIN, generate=True, C=0.03),
     "+ generated C=0.3": replace(PLAIN, generate=True, C=0.3),
     "full (gen+SMOTE+cluster one-hot)": FULL,
+    "full C=0.03": replace(FULL, C=0.03),
     "full cluster ordinal": replace(FULL, cluster_encoding="ordinal"),
     "full gen_keep=1000": replace(FULL, gen_keep=1000),
     "full gen_keep=1000 k=30": replace(FULL, gen_keep=1000, gen_k=30),

@@ -9,6 +9,7 @@ from genreflow import registry
 from genreflow.checks import CheckFailed
 from genreflow.config import load_settings
 from genreflow.evaluation import evaluate, song_votes
+from genreflow.selection import CANDIDATES
 from genreflow.storage import LocalStore
 from genreflow.tasks import training
 
@@ -70,7 +71,7 @@ def test_train_step_records_the_cv_selection(steps_run):
     config = steps_run["trained"]["config"]
     selection = config["selection"]
     assert selection["n_splits"] == 3
-    assert len(selection["candidates"]) == 5
+    assert len(selection["candidates"]) == len(CANDIDATES)
     chosen = selection["candidates"][selection["chosen"]]
     assert chosen["roc_auc_ovo"] == max(c["roc_auc_ovo"] for c in selection["candidates"])
     assert {k: v for k, v in config.items() if k != "selection"} == chosen["config"]

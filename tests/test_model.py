@@ -89,6 +89,7 @@ def test_trusted_types_are_exactly_what_the_candidates_hold(tables):
 def test_steps_can_be_switched_off():
     plain = build_model(replace(ModelConfig(), generate=False, smote=False, cluster=False))
     assert [n for n, _ in plain.steps] == ["scale", "classifier"]
-    assert [n for n, _ in build_model().steps] == ["generate", "scale", "classifier"]
+    assert [n for n, _ in build_model().steps] == [
+        "generate", "scale", "smote", "cluster", "classifier"]
     with pytest.raises(ValueError, match="classifier"):
         ModelConfig(classifier="catboost")
