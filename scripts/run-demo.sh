@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mkdir -p "$AIRFLOW_HOME"
 if [[ -z "${GENREFLOW_INBOX:-}" ]]; then
   genreflow demo
 fi
