@@ -34,6 +34,13 @@ def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) 
             )
             return False
         log.info("same snapshot as champion %s; retraining as asked", champion["version"])
+    elif champion:
+        log.info("new data since champion %s (snapshot %s -> %s): training",
+                 champion["version"], champion.get("snapshot_fingerprint"),
+                 snapshot["fingerprint"])
+    else:
+        log.info("no champion yet: training the first model on snapshot %s",
+                 snapshot["fingerprint"])
     return True
 
 
