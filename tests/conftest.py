@@ -56,11 +56,9 @@ def demo_corpus(tmp_path_factory, genres_config) -> dict[str, Path]:
     return {"root": root, "inbox": root / "inbox", "valid_csv": root / "valid.csv"}
 
 
-@pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
-    """Environment of a project-local SQLite Airflow, migrated once per session."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
+def airflow_base_env(home: Path, genres_config: Path) -> dict[str, str]:
+    """A project-local SQLite Airflow in ``home`` seeing this repo's DAGs and plugins."""
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
@@ -69,8 +67,14 @@ def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "GENREFLOW_HOME": str(PROJECT),
         "GENREFLOW_CONFIG": str(genres_config),
-        "GENREFLOW_WORKERS": "2",
     }
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
+    """Environment of a project-local SQLite Airflow, migrated once per session."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**airflow_base_env(home, genres_config), "GENREFLOW_WORKERS": "2"}
     subprocess.run(
         [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True,
         timeout=300,

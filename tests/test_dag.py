@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,37 +17,52 @@ from genreflow.storage import LocalStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[1]
 
+# Loaded in a subprocess with the session's Airflow env: Airflow fixes its home and
+# database at first import, which another test of this process may have done already.
+DAG_FACTS = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+dag = bag.get_dag("genre_retrain")
+print(json.dumps({
+    "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+    "catchup": dag.catchup,
+    "max_active_runs": dag.max_active_runs,
+    "tags": sorted(dag.tags),
+    "params": {k: dag.params[k] for k in dag.params},
+    "first_task": [t.task_id for t in dag.topological_sort()][0],
+    "extract_mapped": dag.get_task("extract").is_mapped,
+    "cron": dag.timetable.timetable.expression,
+    "trigger_asset": dag.timetable.asset_condition.name,
+    "retries": {t.task_id: t.retries for t in dag.tasks},
+    "publish_upstream": sorted(dag.get_task("publish").upstream_task_ids),
+}))
+"""
+
 
 @pytest.fixture(scope="module")
-def dag(airflow_env, monkeypatch_module):
-    for key, value in airflow_env.items():
-        monkeypatch_module.setenv(key, value)
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(PROJECT / "dags"))
-    assert bag.import_errors == {}
-    return bag.get_dag("genre_retrain")
+def dag_facts(airflow_env) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", DAG_FACTS % str(PROJECT / "dags")], env=airflow_env,
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-def test_dag_shape(dag):
-    assert dag.catchup is False
-    assert dag.max_active_runs == 1
-    assert "genreflow" in dag.tags
-    assert {"inbox", "valid_csv", "store", "max_new_tracks", "force_publish"} <= set(dag.params)
-    assert dag.params["max_new_tracks"] == 500
-    assert [t.task_id for t in dag.topological_sort()][0] == "discover"
-    assert dag.get_task("extract").is_mapped if hasattr(dag.get_task("extract"), "is_mapped") \
-        else True
-    for task in dag.tasks:
-        assert task.retries >= 1, task.task_id
-    upstream_of_publish = dag.get_task("publish").upstream_task_ids
-    assert {"gate", "validate", "train", "assemble"} <= upstream_of_publish
+def test_dag_shape(dag_facts):
+    assert dag_facts["import_errors"] == {}
+    assert dag_facts["catchup"] is False
+    assert dag_facts["max_active_runs"] == 1
+    assert "genreflow" in dag_facts["tags"]
+    params = dag_facts["params"]
+    assert {"inbox", "valid_csv", "store", "max_new_tracks", "force_publish"} <= set(params)
+    assert params["max_new_tracks"] == 500
+    assert dag_facts["first_task"] == "discover"
+    assert dag_facts["extract_mapped"] is True
+    assert dag_facts["cron"] == "0 3 * * 1"  # weekly, Monday 03:00 UTC
+    assert dag_facts["trigger_asset"] == "genreflow_inbox"
+    assert all(retries >= 1 for retries in dag_facts["retries"].values())
+    assert {"gate", "validate", "train", "assemble"} <= set(dag_facts["publish_upstream"])
 
 
 def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import BIN, PROJECT, free_port
+from conftest import PROJECT, airflow_base_env, free_port
 
 from genreflow import registry
 from genreflow.storage import LocalStore
@@ -132,15 +132,8 @@ def standalone_env(tmp_path, demo_corpus, genres_config) -> tuple[dict[str, str]
     home.mkdir()
     port = free_port()
     env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
+        **airflow_base_env(home, genres_config),
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "GENREFLOW_HOME": str(PROJECT),
-        "GENREFLOW_CONFIG": str(genres_config),
         "GENREFLOW_STORE": str(tmp_path / "store"),
         "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
         "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),

@@ -22,6 +22,11 @@ from genreflow.storage import AlreadyExists, Store, open_store
 
 log = logging.getLogger(__name__)
 
+# A worker pool costs ~3 s to start (each spawned worker imports librosa and loads numba's
+# cache) and saves ~40 ms per track per extra worker (bench/RESULTS.md "## Features"):
+# smaller batches run in-process, and Airflow runs the mapped batches in parallel instead.
+POOL_MIN_TRACKS = 60
+
 # Leading bytes of the formats we decode -> suffix for raw/; the content decides, not the
 # name (Spotify previews have none; a mislabelled inbox file keeps its real type).
 MAGIC_SUFFIXES = (
@@ -186,8 +191,10 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
             in_flight[key] = data
             yield key, data
 
+    workers = settings.workers if len(refs) >= POOL_MIN_TRACKS else 1
+    log.info("extract batch: %d tracks, %d worker process(es)", len(refs), workers)
     extracted = 0
-    for key, result in extract_many(fetched(), settings.workers):
+    for key, result in extract_many(fetched(), workers):
         data, record = in_flight.pop(key), records[key]
         if isinstance(result, AudioError):
             record.update(status=catalog.FAILED, reason=str(result))
