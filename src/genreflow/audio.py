@@ -7,6 +7,7 @@ the pipeline records it against the track and carries on with the others.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,12 @@ def load_audio(source: str | Path | bytes, name: str = "") -> np.ndarray:
             data, native_sr = sf.read(io.BytesIO(source), dtype="float32", always_2d=True)
             y = librosa.resample(data.mean(axis=1), orig_sr=native_sr, target_sr=SAMPLE_RATE)
         else:
-            y, _ = librosa.load(source, sr=SAMPLE_RATE, mono=True)
+            with warnings.catch_warnings():
+                # librosa warns before falling back to audioread; a failure of both is
+                # reported below as UndecodableAudio, so the warning is only noise.
+                warnings.filterwarnings("ignore", message="PySoundFile failed")
+                warnings.filterwarnings("ignore", category=FutureWarning, module="librosa")
+                y, _ = librosa.load(source, sr=SAMPLE_RATE, mono=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # decoders raise many unrelated types for bad bytes
