@@ -54,9 +54,10 @@ def write_catalog(store: Store, catalog) -> None:
     log.info("catalog: %d tracks %s -> %s", len(catalog), counts, store.location(CATALOG_KEY))
 
 
-def record_all(store: Store, records: list[dict]):
-    """Merge ``records`` into the stored catalog and write it back; the merged table."""
-    table = merge_records(read_catalog(store), records)
+def record_all(store: Store, records: list[dict], known=None):
+    """Merge ``records`` into the stored catalog (``known``: it, already read by the
+    caller) and write it back; the merged table."""
+    table = merge_records(read_catalog(store) if known is None else known, records)
     if records:
         write_catalog(store, table)
     return table

@@ -71,28 +71,18 @@ def _store(args: argparse.Namespace):
 
 def cmd_models(args: argparse.Namespace) -> int:
     store = _store(args)
-    latest = (registry.read_latest(store) or {}).get("version")
     rows = []
-    for version in registry.list_versions(store):
-        try:
-            manifest = registry.read_manifest(store, version)
-        except registry.RegistryError as exc:
-            log.warning("skipping %s: %s", version, exc)
-            continue
-        metrics = manifest.get("metrics", {})
-        rows.append({
-            "version": version, "latest": version == latest,
-            "promoted": bool(manifest.get("promoted")),
-            "roc_auc_ovo": metrics.get("roc_auc_ovo"),
-            "song_accuracy": metrics.get("song_accuracy"),
-            "gate": manifest.get("gate", {}).get("reason", ""),
-            "location": store.location(registry.version_key(version, "")),
-        })
+    for row in registry.version_summaries(store):
+        if "error" in row:
+            log.warning("skipping %s: %s", row["version"], row["error"])
+        else:
+            rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
-    elif not rows:
+        return 0
+    if not rows:
         print(f"no models in {store.uri}")
-    for row in rows if not args.json else []:
+    for row in rows:
         mark = "*" if row["latest"] else " "
         print(f"{mark} {row['version']}  ROC-AUC {_number(row['roc_auc_ovo'])}  song accuracy "
               f"{_number(row['song_accuracy'])}  "
@@ -194,8 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results.append({**result, "version": version})
     if args.json:
         print(json.dumps(results, indent=2))
-    for row in results if not args.json else []:
-        if "error" not in row:
+    else:
+        for row in (r for r in results if "error" not in r):
             top = ", ".join(f"{t['genre']} {t['probability']:.3f}" for t in row["top3"])
             print(f"{row['file']}: {row['genre']} ({row['votes']}/{row['segments']} segments)"
                   f"  top-3: {top}")

@@ -27,6 +27,7 @@ LATEST_KEY = "latest.json"
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
+PLOT_SUFFIX = ".png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CURRENT = object()  # publish(expected_champion=...) default: latest as read at the start
 
@@ -108,7 +109,10 @@ def list_versions(store: Store) -> list[str]:
     )
 
 
-def read_manifest(store: Store, version: str, expected_sha256: str | None = None) -> dict:
+def _manifest_with_bytes(
+    store: Store, version: str, expected_sha256: str | None = None
+) -> tuple[dict, bytes]:
+    """The parsed manifest and its bytes; typed errors for unknown/incomplete/broken."""
     key = version_key(check_name(version), MANIFEST_FILE)
     try:
         data = store.read_bytes(key)
@@ -123,9 +127,13 @@ def read_manifest(store: Store, version: str, expected_sha256: str | None = None
             f"{store.location(key)}: sha256 differs from the one in {LATEST_KEY}; refusing it"
         )
     try:
-        return json.loads(data)
+        return json.loads(data), data
     except ValueError as exc:
         raise TamperedFile(f"{store.location(key)} is not valid JSON: {exc}") from exc
+
+
+def read_manifest(store: Store, version: str, expected_sha256: str | None = None) -> dict:
+    return _manifest_with_bytes(store, version, expected_sha256)[0]
 
 
 def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
@@ -137,6 +145,38 @@ def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
         raise NoModel(f"{store.uri} has no published model (no {LATEST_KEY})")
     version = latest["version"]
     return version, read_manifest(store, version, latest.get("manifest_sha256"))
+
+
+def version_summaries(store: Store) -> list[dict]:
+    """One row per published version, oldest first: metrics, gate, plots, latest mark.
+
+    A manifest that cannot be read gets a row with ``error`` instead of being hidden:
+    whoever lists versions (CLI, registry page) decides how to show it.
+    """
+    latest = (read_latest(store) or {}).get("version")
+    rows = []
+    for version in list_versions(store):
+        row = {"version": version, "latest": version == latest,
+               "location": store.location(version_key(version, ""))}
+        try:
+            manifest = read_manifest(store, version)
+        except RegistryError as exc:
+            rows.append({**row, "error": str(exc)})
+            continue
+        metrics, gate = manifest.get("metrics", {}), manifest.get("gate", {})
+        rows.append({
+            **row,
+            "created_at": manifest.get("created_at"),
+            "run_id": manifest.get("run_id"),
+            "n_training_tracks": manifest.get("n_training_tracks"),
+            "roc_auc_ovo": metrics.get("roc_auc_ovo"),
+            "song_accuracy": metrics.get("song_accuracy"),
+            "promoted": bool(manifest.get("promoted")),
+            "gate_promote": gate.get("promote"),
+            "gate_reason": gate.get("reason", ""),
+            "plots": sorted(n for n in manifest.get("files", {}) if n.endswith(PLOT_SUFFIX)),
+        })
+    return rows
 
 
 def champion_manifest(store: Store) -> dict | None:
@@ -238,9 +278,7 @@ def _swap_latest(
 def set_latest(store: Store, version: str) -> dict:
     """Point latest at an existing version after checking every one of its files."""
     current, etag = _read_latest_etag(store)
-    read_manifest(store, version)  # typed errors for unknown / incomplete / broken
-    manifest_data = store.read_bytes(version_key(version, MANIFEST_FILE))
-    manifest = json.loads(manifest_data)
+    manifest, manifest_data = _manifest_with_bytes(store, version)
     verify_files(store, version, manifest)
     _swap_latest(store, version, sha256_hex(manifest_data), current, etag,
                  (current or {}).get("version"))

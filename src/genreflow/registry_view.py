@@ -21,40 +21,11 @@ from genreflow.storage import KeyNotFound, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
-PLOT_SUFFIX = ".png"
-
-
 def version_rows(store: Store) -> list[dict]:
-    """One row per published version, newest first (versions sort by their UTC timestamp).
-
-    A manifest that cannot be read (not JSON, ...) gets a row with ``error`` instead of
-    being hidden: an operator should see it.
-    """
-    latest = registry.read_latest(store)
-    latest_version = latest["version"] if latest else None
-    rows = []
-    for version in reversed(registry.list_versions(store)):
-        row = {"version": version, "latest": version == latest_version}
-        try:
-            manifest = registry.read_manifest(store, version)
-        except registry.RegistryError as exc:
-            rows.append({**row, "error": str(exc)})
-            continue
-        metrics = manifest.get("metrics", {})
-        gate = manifest.get("gate", {})
-        rows.append({
-            **row,
-            "created_at": manifest.get("created_at"),
-            "run_id": manifest.get("run_id"),
-            "n_training_tracks": manifest.get("n_training_tracks"),
-            "roc_auc_ovo": metrics.get("roc_auc_ovo"),
-            "song_accuracy": metrics.get("song_accuracy"),
-            "promoted": manifest.get("promoted"),
-            "gate_promote": gate.get("promote"),
-            "gate_reason": gate.get("reason", ""),
-            "plots": sorted(n for n in manifest.get("files", {}) if n.endswith(PLOT_SUFFIX)),
-        })
-    log.info("registry view: %d versions in %s, latest %s", len(rows), store.uri, latest_version)
+    """Every published version, newest first (versions sort by their UTC timestamp)."""
+    rows = registry.version_summaries(store)[::-1]
+    latest = next((row["version"] for row in rows if row["latest"]), None)
+    log.info("registry view: %d versions in %s, latest %s", len(rows), store.uri, latest)
     return rows
 
 
@@ -63,7 +34,7 @@ def read_plot(store: Store, version: str, name: str) -> bytes:
 
     registry.TamperedFile if the file changed; another RegistryError if it is not there.
     """
-    if not name.endswith(PLOT_SUFFIX):
+    if not name.endswith(registry.PLOT_SUFFIX):
         raise registry.IncompleteVersion(f"{name!r} is not a plot")
     manifest = registry.read_manifest(store, version)
     return registry.verify_files(store, version, manifest, [name])[name]

@@ -130,7 +130,7 @@ def _record_rejections(store: Store, seen, rejected: list[dict], candidates: set
         if status is None or (status == catalog.REJECTED and reason != record["reason"]):
             fresh[record["key"]] = record
             log.warning("rejected %s: %s", record["key"], record["reason"])
-    catalog.record_all(store, list(fresh.values()))
+    catalog.record_all(store, list(fresh.values()), known=seen)
     return len(fresh)
 
 
@@ -259,8 +259,9 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
 
     store = open_store(settings.store)
     records = [r for batch in batches for r in batch]
-    _settle_duplicates(catalog.read_catalog(store), records)
-    table = catalog.record_all(store, records)
+    known = catalog.read_catalog(store)
+    _settle_duplicates(known, records)
+    table = catalog.record_all(store, records, known=known)
     ok = table[table["status"] == catalog.OK].sort_values("track_id")
     if ok.empty:
         raise NoUsableTracks(

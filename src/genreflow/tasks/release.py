@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from importlib import metadata
@@ -10,7 +9,6 @@ from importlib import metadata
 from genreflow import registry
 from genreflow.config import Settings
 from genreflow.storage import open_store
-from genreflow.tasks import run_key
 from genreflow.tasks.training import read_valid
 
 log = logging.getLogger(__name__)
@@ -39,7 +37,8 @@ def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
         decision = {"promote": True, "reason": "first model: no champion yet"}
     else:
         try:
-            champion_auc, basis = _champion_score(store, settings, metrics["valid_sha256"])
+            champion_auc, basis = _champion_score(store, settings, champion,
+                                                  metrics["valid_sha256"])
         except (registry.RegistryError, ValueError) as exc:
             decision = {"promote": True, "reason": f"champion {champion} cannot be scored: {exc}"}
         else:
@@ -55,16 +54,18 @@ def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
     return decision
 
 
-def _champion_score(store, settings: Settings, valid_sha256: str) -> tuple[float, str]:
+def _champion_score(
+    store, settings: Settings, champion: str, valid_sha256: str
+) -> tuple[float, str]:
     """(champion ROC-AUC on today's valid.csv, how it was obtained)."""
     from genreflow.evaluation import evaluate
 
-    manifest = registry.champion_manifest(store)
+    manifest = registry.read_manifest(store, champion)
     if manifest.get("valid_sha256") == valid_sha256:
         return manifest["metrics"]["roc_auc_ovo"], "recorded on the same valid.csv"
-    champion, _ = registry.load_model(store)
+    model, _ = registry.load_model(store, champion)
     valid, _ = read_valid(settings)
-    return evaluate(champion, valid)["roc_auc_ovo"], "re-scored on today's valid.csv"
+    return evaluate(model, valid)["roc_auc_ovo"], "re-scored on today's valid.csv"
 
 
 def _package_versions() -> dict[str, str]:
@@ -86,9 +87,6 @@ def publish(
 
     store = open_store(settings.store)
     report_files = dict(metrics.get("report_files") or {})
-    checks_key = f"runs/{run_key(run_id)}/checks.json"
-    if "checks.json" not in report_files and store.exists(checks_key):
-        report_files["checks.json"] = checks_key
     reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE}
     clashing = sorted(reserved & set(report_files))
     if clashing:
@@ -96,7 +94,7 @@ def publish(
     metrics = {k: v for k, v in metrics.items() if k != "report_files"}
     files = {name: store.read_bytes(key) for name, key in report_files.items()}
     files[registry.MODEL_FILE] = store.read_bytes(trained["model_key"])
-    files[registry.METRICS_FILE] = json.dumps(metrics, indent=2, sort_keys=True).encode()
+    files[registry.METRICS_FILE] = registry.json_bytes(metrics)
     manifest = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
