@@ -8,6 +8,7 @@ import pytest
 from genreflow import registry
 from genreflow.checks import CheckFailed
 from genreflow.config import load_settings
+from genreflow.dataset import write_valid_table
 from genreflow.evaluation import evaluate, song_votes
 from genreflow.selection import CANDIDATES
 from genreflow.storage import LocalStore
@@ -37,8 +38,8 @@ def steps_run(tmp_path_factory, genres_config):
                      {"snapshot_key": "snapshots/old.parquet"}, promote=True)
     table = segment_table(GENRES, tracks=3, shift=SHIFT)
     store.write_frame("snapshots/new.parquet", table)
-    segment_table(GENRES, tracks=2, seed=7, shift=SHIFT, prefix="v").to_csv(
-        root / "valid.csv", index=False)
+    write_valid_table(segment_table(GENRES, tracks=2, seed=7, shift=SHIFT, prefix="v"),
+                      root / "valid.csv")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GENREFLOW_CONFIG", str(genres_config))
         patch.setenv("GENREFLOW_WORKERS", "1")

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 
 from genreflow import cli, registry
 from genreflow.config import Settings
-from genreflow.dataset import track_frame
+from genreflow.dataset import track_frame, write_valid_table
 from genreflow.features.names import FEATURE_NAMES
 from genreflow.model import ModelConfig, fit_model
 from genreflow.storage import Store, StoreError, WriteConflict, open_store
@@ -256,24 +256,24 @@ def test_rollback_checks_the_target(store_uri, models):
     store = open_store(store_uri)
     old = publish_model(store, models[0])
     new = publish_model(store, models[1])
-    registry.set_latest(store, old)
+    registry.rollback(store, old)
     assert registry.read_latest(store)["version"] == old
     np.testing.assert_array_equal(proba(registry.load_model(store)[0]), proba(models[0]))
     metrics_key = registry.version_key(new, "metrics.json")
     original = store.read_bytes(metrics_key)
     store.write_bytes(metrics_key, b'{"better": true}')
     with pytest.raises(registry.TamperedFile):
-        registry.set_latest(store, new)
+        registry.rollback(store, new)
     store.write_bytes(metrics_key, original)
     store.delete(registry.version_key(new, registry.MODEL_FILE))
     with pytest.raises(registry.IncompleteVersion, match="missing"):
-        registry.set_latest(store, new)
+        registry.rollback(store, new)
     store.delete(registry.version_key(new, registry.MANIFEST_FILE))
     with pytest.raises(registry.IncompleteVersion, match="no manifest"):
-        registry.set_latest(store, new)
+        registry.rollback(store, new)
     for unknown in ("20990101T000000Z-ffffff", "../escape"):
         with pytest.raises(registry.UnknownVersion):
-            registry.set_latest(store, unknown)
+            registry.rollback(store, unknown)
     assert registry.read_latest(store)["version"] == old
 
 
@@ -294,7 +294,7 @@ def test_no_model_is_a_clear_error(tmp_path):
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     valid = tmp_path / "valid.csv"
-    random_table(5, tracks_per_genre=2).to_csv(valid, index=False)
+    write_valid_table(random_table(5, tracks_per_genre=2), valid)
     return Settings(home=tmp_path, store=str(tmp_path / "store"), inbox="",
                     valid_csv=str(valid), genres=GENRES)
 

@@ -24,6 +24,7 @@ PROGRESS_BYTES = 4_000_000  # log download progress for files larger than this
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Synthesise the demo inbox and valid.csv (skipped when they already exist)."""
+    from genreflow.dataset import is_current_valid_table
     from genreflow.synth import write_corpus
 
     settings = load_settings()
@@ -31,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     inbox, valid_audio, valid_csv = demo / "inbox", demo / "valid-audio", demo / "valid.csv"
     if not inbox.is_dir():
         write_corpus(inbox, settings.genres, args.tracks, seed=DEMO_TRAIN_SEED)
-    if not valid_csv.is_file():
+    if not valid_csv.is_file() or not is_current_valid_table(valid_csv):
         write_corpus(valid_audio, settings.genres, args.valid_tracks, seed=DEMO_VALID_SEED,
                      prefix="valid_")
         build_valid_csv(valid_audio, valid_csv, settings.genres, settings.workers)
@@ -40,7 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
-    from genreflow.dataset import build_table, check_table, labelled_audio
+    from genreflow.dataset import build_table, check_table, labelled_audio, write_valid_table
 
     items = labelled_audio(folder)
     unknown = sorted({genre for _, genre, _ in items} - set(genres))
@@ -48,8 +49,7 @@ def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
         raise SystemExit(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
     table, failures = build_table(items, workers)
     check_table(table, genres, str(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(dest, index=False)
+    write_valid_table(table, dest)
     print(f"wrote {dest}: {table['track_id'].nunique()} tracks, {len(table)} segments, "
           f"{len(failures)} failed")
     for failure in failures:
@@ -69,24 +69,26 @@ def _store(args: argparse.Namespace):
     return open_store(args.store or load_settings().store)
 
 
+PROMOTED = {True: "promoted", False: "not promoted", None: "promotion unknown"}
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    """Every version, broken ones with their problem; a broken latest.json is listed
+    too, then reported as the error (exit 1) so scripts notice it."""
     store = _store(args)
-    rows = []
-    for row in registry.version_summaries(store):
-        if "error" in row:
-            log.warning("skipping %s: %s", row["version"], row["error"])
-        else:
-            rows.append(row)
+    rows = registry.version_summaries(store)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
+    elif not rows:
         print(f"no models in {store.uri}")
-    for row in rows:
+    for row in [] if args.json else rows:
         mark = "*" if row["latest"] else " "
+        if "error" in row:
+            print(f"{mark} {row['version']}  BROKEN: {row['error']}")
+            continue
         print(f"{mark} {row['version']}  ROC-AUC {_number(row['roc_auc_ovo'])}  song accuracy "
-              f"{_number(row['song_accuracy'])}  "
-              f"{'promoted' if row['promoted'] else 'not promoted'}  {row['location']}")
+              f"{_number(row['song_accuracy'])}  {PROMOTED[row['promoted']]}  {row['location']}")
+    registry.read_latest(store)  # a broken pointer: rows listed above, then the one-line error
     return 0
 
 
@@ -102,7 +104,8 @@ def cache_dir(store, version: str) -> Path:
 
 def download(store, version: str, manifest: dict, dest: Path,
              names: list[str] | None = None) -> dict[str, bytes]:
-    """Fetch files of a version, verify each sha256, then write them into ``dest``."""
+    """Fetch files of a version, verify each sha256 (and the model's types), then write
+    them into ``dest``; names were checked to be plain when the manifest was read."""
     contents = {}
     for name in sorted(manifest["files"]) if names is None else names:
         size = manifest["files"].get(name, {}).get("bytes", 0)
@@ -111,6 +114,8 @@ def download(store, version: str, manifest: dict, dest: Path,
         contents.update(registry.verify_files(store, version, manifest, [name]))
         if size > PROGRESS_BYTES:
             log.info("downloaded %s (%.1f MB), sha256 verified", name, size / 1e6)
+    if registry.MODEL_FILE in contents:
+        registry.check_trusted(contents[registry.MODEL_FILE])
     dest.mkdir(parents=True, exist_ok=True)
     for name, data in {**contents, registry.MANIFEST_FILE: registry.json_bytes(manifest)}.items():
         tmp = dest / f".{name}.part"
@@ -124,7 +129,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     version, manifest = registry.resolve(store, args.version)
     dest = Path(args.dest) if args.dest else cache_dir(store, version)
     contents = download(store, version, manifest, dest)
-    print(f"pulled {version}: {len(contents)} files, sha256 verified -> {dest}")
+    print(f"pulled {version}: {len(contents)} files, sha256 and model types verified "
+          f"-> {dest}")
     return 0
 
 
@@ -196,12 +202,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     store = _store(args)
-    previous = (registry.read_latest(store) or {}).get("version")
-    manifest = registry.set_latest(store, args.version)
-    if not manifest.get("promoted"):
+    done = registry.rollback(store, args.version)
+    gate = done["manifest"].get("gate") or {}
+    if gate.get("promote") is False:
         log.warning("%s was refused by its gate: %s", args.version,
-                    manifest.get("gate", {}).get("reason", "no reason recorded"))
-    print(f"latest: {previous} -> {args.version}")
+                    gate.get("reason", "no reason recorded"))
+    if done["repaired"]:
+        log.warning("replaced a broken pointer: %s", done["repaired"])
+    print(f"latest: {done['previous'] or ('broken' if done['repaired'] else None)} -> "
+          f"{args.version}")
     return 0
 
 

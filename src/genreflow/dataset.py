@@ -2,10 +2,14 @@
 
 Training snapshots, per-track feature files and valid.csv share this schema, so a
 validation table made by a user and one made by the pipeline are interchangeable.
+valid.csv also carries a ``feature_version`` column: the same 311 names computed by
+another extractor (a shifted column, a changed formula) would otherwise be scored
+silently. Bump FEATURE_VERSION whenever a feature is computed differently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Iterable, Sequence
@@ -20,6 +24,12 @@ log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["track_id", "genre", "segment"]
 COLUMNS = KEY_COLUMNS + FEATURE_NAMES
+FEATURE_VERSION = 1  # of the extractor: bump when any feature is computed differently
+VERSION_COLUMN = "feature_version"
+FEATURE_FINGERPRINT = (
+    f"v{FEATURE_VERSION}-{hashlib.sha256(','.join(FEATURE_NAMES).encode()).hexdigest()[:12]}"
+)
+REBUILD_HINT = "rebuild it with `genreflow valid-table <folder> -o valid.csv`"
 
 
 class TableError(PermanentError, ValueError):
@@ -64,14 +74,43 @@ def check_table(frame, genres: Sequence[str], name: str):
 
 
 def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"):
-    """Parse and check a validation table (CSV bytes)."""
+    """Parse and check a validation table (CSV bytes): schema, values, configured genres,
+    at least 2 genres (ROC-AUC compares genres) and this code's feature fingerprint."""
     import pandas as pd
 
     try:
-        frame = pd.read_csv(io.BytesIO(data), dtype={"track_id": str, "genre": str})
+        frame = pd.read_csv(io.BytesIO(data), dtype={"track_id": str, "genre": str,
+                                                      VERSION_COLUMN: str})
     except (ValueError, UnicodeDecodeError) as exc:
         raise TableError(f"{name}: not a readable CSV ({exc})") from exc
-    return check_table(frame, genres, name)
+    check_table(frame, genres, name)
+    if VERSION_COLUMN not in frame.columns:
+        raise TableError(f"{name}: no {VERSION_COLUMN} column, so its features cannot be "
+                         f"trusted to match this code ({FEATURE_FINGERPRINT}); {REBUILD_HINT}")
+    versions = sorted(set(frame[VERSION_COLUMN].astype(str)) - {FEATURE_FINGERPRINT})
+    if versions:
+        raise TableError(f"{name}: made with features {versions}, this code computes "
+                         f"{FEATURE_FINGERPRINT} (columns would not mean the same); "
+                         f"{REBUILD_HINT}")
+    present = sorted(set(frame["genre"]))
+    if len(present) < 2:
+        raise TableError(f"{name}: has songs of {len(present)} genre ({present}); ROC-AUC "
+                         "compares genres and needs at least 2")
+    return frame
+
+
+def is_current_valid_table(path: Path) -> bool:
+    """Whether ``path``'s first row carries this code's feature fingerprint."""
+    import pandas as pd
+
+    first = pd.read_csv(path, nrows=1, dtype=str)
+    return first.get(VERSION_COLUMN, pd.Series(dtype=str)).tolist() == [FEATURE_FINGERPRINT]
+
+
+def write_valid_table(table, dest: Path) -> None:
+    """Write a validation table with this code's feature fingerprint."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    table.assign(**{VERSION_COLUMN: FEATURE_FINGERPRINT}).to_csv(dest, index=False)
 
 
 def build_table(

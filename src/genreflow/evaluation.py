@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from genreflow.dataset import TableError
 from genreflow.features.names import FEATURE_NAMES
 
 
@@ -21,7 +22,10 @@ def evaluate(model, table) -> dict:
     """Metrics JSON of ``model`` on ``table`` (never used for fitting or tuning).
 
     Per-genre precision/recall and the confusion matrix are song-level (majority vote),
-    the unit a user sees; the segment-level confusion matrix is kept beside it.
+    the unit a user sees; the segment-level confusion matrix is kept beside it. With 2
+    genres in the table, one-vs-one ROC-AUC is the binary ROC-AUC of the second genre's
+    probability renormalised over the two; with fewer there is nothing to compare
+    (TableError, as for genres the model never saw).
     """
     from sklearn.metrics import (
         accuracy_score,
@@ -34,16 +38,18 @@ def evaluate(model, table) -> dict:
     classes = list(model.classes_)
     missing = sorted(set(table["genre"]) - set(classes))
     if missing:
-        raise ValueError(f"validation genres {missing} were never seen in training")
+        raise TableError(f"validation genres {missing} were never seen in training")
     y_true = table["genre"].astype(str).to_numpy()
     proba = model.predict_proba(table[FEATURE_NAMES])
     predicted = np.asarray(classes)[proba.argmax(axis=1)]
     present = sorted(set(y_true))
+    if len(present) < 2:
+        raise TableError(f"validation songs of {len(present)} genre {present}: ROC-AUC needs 2")
     columns = [classes.index(c) for c in present]
     scores = proba[:, columns]
     scores = scores / scores.sum(axis=1, keepdims=True)
-    roc_auc = (roc_auc_score(y_true, scores, multi_class="ovo", labels=present)
-               if len(present) > 1 else float("nan"))
+    roc_auc = (roc_auc_score(y_true == present[1], scores[:, 1]) if len(present) == 2
+               else roc_auc_score(y_true, scores, multi_class="ovo", labels=present))
 
     song_pred = song_votes(table["track_id"].to_numpy(), predicted)
     song_true = table.groupby("track_id")["genre"].first().loc[song_pred.index].astype(str)

@@ -6,6 +6,12 @@ before that leaves the previous champion in place. The pointer is replaced by a
 conditional write (compare-and-swap on its ETag), so two publishers racing cannot
 silently clobber each other, and it carries the sha256 of the champion's manifest, so
 the chain latest -> manifest -> files is checked end to end.
+
+Every name read from the store (the version in ``latest.json``, file names in a
+manifest) is checked to be one plain path segment before anything is read or written
+with it: a manifest is data anyone with write access to the bucket can forge.
+"Promoted" is what the pointer's history says (a version that held ``latest.json``),
+never the manifest's ``promoted`` field, which is only the gate's intent.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from genreflow.errors import PermanentError
@@ -60,6 +67,13 @@ class PromotionConflict(RegistryError):
     """``latest.json`` moved while this publish or rollback was deciding: not promoted."""
 
 
+class BrokenPointer(RegistryError):
+    """``latest.json`` is not a pointer (garbage, ``{}``, ``[]``, a bad version name)."""
+
+
+REPAIR_HINT = "repair it with `genreflow rollback VERSION` (see docs/operations.md)"
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -76,37 +90,88 @@ def new_version(now: datetime | None = None) -> str:
 
 def check_name(name: str, what: str = "version") -> str:
     """Versions and file names are single path segments (no ``..``, no ``/``)."""
-    if not _SAFE_NAME.match(name or ""):
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
         raise UnknownVersion(f"{name!r} is not a valid {what} name")
     return name
+
+
+def check_manifest(manifest, where: str) -> dict:
+    """A manifest whose ``files`` table holds anything but plain names and sha256s is
+    refused as a whole, before any of its names is used as a key or a local path."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise TamperedFile(f"{where} has no 'files' table; refusing the version")
+    for name, entry in files.items():
+        if name == MANIFEST_FILE or not _SAFE_NAME.fullmatch(name):
+            raise TamperedFile(
+                f"{where} lists an unsafe file name {name!r} (plain names only); "
+                "refusing the version"
+            )
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise TamperedFile(f"{where}: entry {name!r} has no sha256; refusing the version")
+    return manifest
 
 
 def version_key(version: str, name: str) -> str:
     return f"{MODELS_PREFIX}/{version}/{name}"
 
 
-def read_latest(store: Store) -> dict | None:
+def parse_pointer(data: bytes, where: str) -> dict:
+    """``latest.json`` bytes -> the pointer; BrokenPointer unless it names a valid version."""
     try:
-        return store.read_json(LATEST_KEY)
+        pointer = json.loads(data)
+    except ValueError as exc:
+        raise BrokenPointer(f"{where} is not JSON ({exc}); {REPAIR_HINT}") from exc
+    version = pointer.get("version") if isinstance(pointer, dict) else None
+    if not isinstance(version, str) or not _SAFE_NAME.fullmatch(version):
+        raise BrokenPointer(
+            f"{where} names no valid version (content {data[:80]!r}); {REPAIR_HINT}"
+        )
+    return pointer
+
+
+def read_latest(store: Store) -> dict | None:
+    """The pointer, None without one; BrokenPointer if it cannot be followed."""
+    try:
+        data = store.read_bytes(LATEST_KEY)
     except KeyNotFound:
         return None
+    return parse_pointer(data, store.location(LATEST_KEY))
 
 
-def _read_latest_etag(store: Store) -> tuple[dict | None, str | None]:
+def _read_latest_etag(store: Store) -> tuple[dict | None, str | None, str]:
+    """(pointer, ETag, problem) for a compare-and-swap; a broken pointer reads as None
+    with its ETag and the problem, so a publish or a rollback can replace it (still
+    conditionally)."""
     try:
         data, etag = store.read_bytes_with_etag(LATEST_KEY)
     except KeyNotFound:
-        return None, None
-    return json.loads(data), etag
+        return None, None, ""
+    try:
+        return parse_pointer(data, store.location(LATEST_KEY)), etag, ""
+    except BrokenPointer as exc:
+        log.warning("replacing a broken pointer: %s", exc)
+        return None, etag, str(exc)
+
+
+def _version_folders(store: Store) -> dict[str, bool]:
+    """Every ``models/<version>/`` folder -> whether it has a manifest."""
+    folders: dict[str, bool] = {}
+    for key in store.list_keys(f"{MODELS_PREFIX}/"):
+        parts = key.split("/")
+        if len(parts) >= 3:
+            folders[parts[1]] = folders.get(parts[1], False) or parts[2:] == [MANIFEST_FILE]
+    return folders
 
 
 def list_versions(store: Store) -> list[str]:
     """Complete-looking versions (those with a manifest), oldest first."""
-    suffix = f"/{MANIFEST_FILE}"
-    return sorted(
-        key.split("/")[1] for key in store.list_keys(f"{MODELS_PREFIX}/")
-        if key.endswith(suffix) and key.count("/") == 2
-    )
+    return sorted(version for version, complete in _version_folders(store).items() if complete)
+
+
+def promoted_versions(pointer: dict) -> set[str]:
+    """Versions that held ``latest.json``: the pointer's own and its history."""
+    return {pointer["version"], *pointer.get("history", [])}
 
 
 def _manifest_with_bytes(
@@ -127,9 +192,10 @@ def _manifest_with_bytes(
             f"{store.location(key)}: sha256 differs from the one in {LATEST_KEY}; refusing it"
         )
     try:
-        return json.loads(data), data
+        manifest = json.loads(data)
     except ValueError as exc:
         raise TamperedFile(f"{store.location(key)} is not valid JSON: {exc}") from exc
+    return check_manifest(manifest, store.location(key)), data
 
 
 def read_manifest(store: Store, version: str, expected_sha256: str | None = None) -> dict:
@@ -148,14 +214,22 @@ def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
 
 
 def version_summaries(store: Store) -> list[dict]:
-    """One row per published version, oldest first: metrics, gate, plots, latest mark.
+    """One row per version folder, oldest first: metrics, gate, plots, latest mark.
 
-    A manifest that cannot be read gets a row with ``error`` instead of being hidden:
-    whoever lists versions (CLI, registry page) decides how to show it.
+    A version that cannot be read (no manifest, tampered, the champion's manifest
+    deleted, or a pointer to a version that is gone) gets a row with ``error`` instead
+    of being hidden: whoever lists versions (CLI, registry page) decides how to show it.
+    ``promoted`` comes from the pointer's history: None when latest.json is broken, and
+    the manifest's intent for a pointer written before history was kept.
     """
-    latest = (read_latest(store) or {}).get("version")
+    try:
+        pointer, broken = read_latest(store), False
+    except BrokenPointer as exc:
+        log.warning("%s", exc)
+        pointer, broken = None, True
+    latest = pointer["version"] if pointer else None
     rows = []
-    for version in list_versions(store):
+    for version in sorted({*_version_folders(store), *([latest] if latest else [])}):
         row = {"version": version, "latest": version == latest,
                "location": store.location(version_key(version, ""))}
         try:
@@ -171,7 +245,7 @@ def version_summaries(store: Store) -> list[dict]:
             "n_training_tracks": manifest.get("n_training_tracks"),
             "roc_auc_ovo": metrics.get("roc_auc_ovo"),
             "song_accuracy": metrics.get("song_accuracy"),
-            "promoted": bool(manifest.get("promoted")),
+            "promoted": None if broken else _was_promoted(pointer, version, manifest),
             "gate_promote": gate.get("promote"),
             "gate_reason": gate.get("reason", ""),
             "plots": sorted(n for n in manifest.get("files", {}) if n.endswith(PLOT_SUFFIX)),
@@ -179,16 +253,49 @@ def version_summaries(store: Store) -> list[dict]:
     return rows
 
 
-def champion_manifest(store: Store) -> dict | None:
-    latest = read_latest(store)
-    return read_manifest(store, latest["version"]) if latest else None
+def _was_promoted(pointer: dict | None, version: str, manifest: dict) -> bool:
+    if pointer and "history" not in pointer:  # written before history was kept
+        return bool(manifest.get("promoted"))
+    return bool(pointer) and version in promoted_versions(pointer)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion as training and the gate see it. ``manifest`` is None when there is
+    no usable champion; ``problem`` then says why a pointer exists but cannot be used."""
+
+    version: str | None
+    manifest: dict | None
+    problem: str = ""
+
+
+def read_champion(store: Store) -> Champion:
+    """The champion, checked along latest -> manifest; a broken one is logged, not raised,
+    so a deleted manifest or a corrupt pointer never stops the next model from training.
+    ``version`` is what a publish's compare-and-swap will expect latest to hold."""
+    try:
+        latest = read_latest(store)
+    except BrokenPointer as exc:
+        champion = Champion(None, None, f"{type(exc).__name__}: {exc}")
+    else:
+        if latest is None:
+            return Champion(None, None)
+        try:
+            manifest = read_manifest(store, latest["version"], latest.get("manifest_sha256"))
+        except RegistryError as exc:
+            champion = Champion(latest["version"], None, f"{type(exc).__name__}: {exc}")
+        else:
+            return Champion(latest["version"], manifest)
+    log.warning("no usable champion (%s); training and publishing as if there were none",
+                champion.problem)
+    return champion
 
 
 def verify_files(
     store: Store, version: str, manifest: dict, names: list[str] | None = None
 ) -> dict[str, bytes]:
     """Read files of a version back (all by default) and check the manifest's sha256."""
-    listed = manifest.get("files", {})
+    listed = check_manifest(manifest, f"manifest of {version}")["files"]
     contents = {}
     for name in sorted(listed) if names is None else names:
         key = version_key(version, name)
@@ -223,7 +330,7 @@ def publish(
         check_name(name, "file")
     if MODEL_FILE not in files or MANIFEST_FILE in files:
         raise RegistryError(f"a version needs {MODEL_FILE} and must not bring its own manifest")
-    current, etag = _read_latest_etag(store)
+    current, etag, _ = _read_latest_etag(store)
     if store.list_keys(version_key(version, "")):
         raise RegistryError(f"version {version} is already published; versions are immutable")
     checksums = {}
@@ -257,9 +364,14 @@ def _swap_latest(
             f"latest points at {previous}, not {expected} as the gate saw; {version} is stored "
             "but NOT promoted (rerun the gate, or `genreflow rollback` to choose)"
         )
+    if current is None:
+        history = []
+    else:  # a pointer written before history was kept knows one predecessor
+        known = current.get("history", [current.get("previous")])
+        history = [v for v in known if isinstance(v, str)] + [previous]
     pointer = json_bytes({
         "version": version, "manifest_sha256": manifest_sha256, "previous": previous,
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "history": history, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     try:
         if etag is None:
@@ -267,7 +379,7 @@ def _swap_latest(
         else:
             store.write_bytes(LATEST_KEY, pointer, if_match=etag)
     except WriteConflict as exc:
-        winner = (read_latest(store) or {}).get("version")
+        winner = (_read_latest_etag(store)[0] or {}).get("version")
         raise PromotionConflict(
             f"another publisher moved latest to {winner} while {version} was being promoted; "
             f"{version} is stored but NOT promoted ({exc})"
@@ -275,14 +387,21 @@ def _swap_latest(
     log.info("latest -> %s (was %s)", version, previous)
 
 
-def set_latest(store: Store, version: str) -> dict:
-    """Point latest at an existing version after checking every one of its files."""
-    current, etag = _read_latest_etag(store)
+def rollback(store: Store, version: str) -> dict:
+    """Point latest at an existing version after checking every one of its files.
+
+    Works on a broken or dangling pointer too (that is how one is repaired), and is a
+    compare-and-swap like a publish: a pointer that moves meanwhile -> PromotionConflict.
+    Returns ``previous`` (None if there was none or it was broken), ``repaired`` (the
+    broken pointer's problem, or ""), and the target's ``manifest``.
+    """
+    current, etag, repaired = _read_latest_etag(store)
     manifest, manifest_data = _manifest_with_bytes(store, version)
     verify_files(store, version, manifest)
-    _swap_latest(store, version, sha256_hex(manifest_data), current, etag,
-                 (current or {}).get("version"))
-    return manifest
+    previous = (current or {}).get("version")
+    _swap_latest(store, version, sha256_hex(manifest_data), current, etag, previous)
+    return {"version": version, "previous": previous, "repaired": repaired,
+            "manifest": manifest}
 
 
 def dump_model(model) -> bytes:
@@ -291,8 +410,9 @@ def dump_model(model) -> bytes:
     return sio.dumps(model)
 
 
-def load_model_bytes(data: bytes):
-    """skops load allowing only the types listed in genreflow.trusted_types."""
+def check_trusted(data: bytes) -> None:
+    """UntrustedModel unless ``data`` is skops holding only genreflow.trusted_types:
+    checked on pull too, so "verified" never names a file predict would refuse."""
     import skops.io as sio
 
     from genreflow.trusted_types import TRUSTED_TYPES
@@ -305,6 +425,15 @@ def load_model_bytes(data: bytes):
         raise UntrustedModel(
             f"model holds types outside the allow-list (genreflow.trusted_types): {untrusted}"
         )
+
+
+def load_model_bytes(data: bytes):
+    """skops load allowing only the types listed in genreflow.trusted_types."""
+    import skops.io as sio
+
+    from genreflow.trusted_types import TRUSTED_TYPES
+
+    check_trusted(data)
     return sio.loads(data, trusted=list(TRUSTED_TYPES))
 
 

@@ -34,7 +34,7 @@ def read_plot(store: Store, version: str, name: str) -> bytes:
 
     registry.TamperedFile if the file changed; another RegistryError if it is not there.
     """
-    if not name.endswith(registry.PLOT_SUFFIX):
+    if not registry.check_name(name, "file").endswith(registry.PLOT_SUFFIX):
         raise registry.IncompleteVersion(f"{name!r} is not a plot")
     manifest = registry.read_manifest(store, version)
     return registry.verify_files(store, version, manifest, [name])[name]

@@ -7,6 +7,7 @@ MinIO differ only in the URI given to :func:`open_store`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -20,9 +21,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from genreflow.errors import PermanentError
+
 
 class StoreError(RuntimeError):
-    """A storage operation failed (server down, permissions, ...)."""
+    """A storage operation failed (server down, a timeout, ...); retrying may help."""
+
+
+class PermanentStoreError(StoreError, PermanentError):
+    """Retrying cannot help: bad credentials, no such bucket, no permission, a bad URI."""
+
+
+class BadStoreUri(PermanentStoreError, ValueError):
+    """The URI names no usable store (empty, no bucket, unknown scheme, a file, missing)."""
 
 
 class KeyNotFound(StoreError, FileNotFoundError):
@@ -38,6 +49,15 @@ class AlreadyExists(WriteConflict, FileExistsError):
 
 
 LOCK_WAIT_SECONDS = 10.0  # a local conditional write holds its lock for microseconds
+# S3 error codes a retry cannot fix: the configuration (keys, bucket, policy) must change.
+PERMANENT_S3_CODES = frozenset({
+    "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "AllAccessDisabled", "InvalidBucketName", "AccountProblem", "InvalidToken",
+    "ExpiredToken", "PermanentRedirect", "AuthorizationHeaderMalformed", "403",
+})
+# Local write errors a retry cannot fix: permissions, a read-only disk, a file in the way.
+PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                              errno.EEXIST})
 
 
 class Store(ABC):
@@ -93,11 +113,16 @@ class Store(ABC):
 
 
 class LocalStore(Store):
-    """A folder; writes go to a temp file and are renamed into place (atomic on POSIX)."""
+    """A folder; writes go to a temp file and are renamed into place (atomic on POSIX).
+
+    Opening creates nothing: the folder appears with the first write, so read-only use
+    (listing models, a missing valid.csv or inbox) never leaves folders behind.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise BadStoreUri(f"{self.root} is a file, not a folder: it cannot be a store")
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
@@ -111,6 +136,9 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise KeyNotFound(f"{self.location(key)} does not exist") from exc
+        except PermissionError as exc:
+            raise PermanentStoreError(f"cannot read {self.location(key)}: permission denied") \
+                from exc
 
     def read_bytes_with_etag(self, key: str) -> tuple[bytes, str]:
         """The ETag of a local file is the sha256 of its content."""
@@ -143,8 +171,12 @@ class LocalStore(Store):
     ) -> None:
         _check_write_mode(overwrite, if_match)
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        except OSError as exc:
+            kind = PermanentStoreError if exc.errno in PERMANENT_ERRNOS else StoreError
+            raise kind(f"cannot write {self.location(key)}: {exc.strerror or exc}") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -196,7 +228,7 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, key: str, fn, **kwargs):
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return fn(Bucket=self.bucket, **kwargs)
@@ -208,7 +240,10 @@ class S3Store(Store):
                 raise AlreadyExists(f"{self.location(key)} already exists") from exc
             if code == "ConditionalRequestConflict":
                 raise WriteConflict(f"{self.location(key)}: concurrent conditional write") from exc
-            raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
+            kind = PermanentStoreError if code in PERMANENT_S3_CODES else StoreError
+            raise kind(f"S3 {what} {self.location(key)} failed: {exc}") from exc
+        except NoCredentialsError as exc:
+            raise PermanentStoreError(f"S3 {what} {self.location(key)}: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"S3 {what} {self.location(key)} failed: {exc}") from exc
 
@@ -279,25 +314,37 @@ def make_s3_client():
     )
 
 
-def open_store(uri: str) -> Store:
-    """``s3://bucket/prefix`` -> S3Store; a path or ``file://`` URI -> LocalStore."""
-    parsed = urlparse(uri)
+def open_store(uri: str, *, must_exist: bool = False) -> Store:
+    """``s3://bucket/prefix`` -> S3Store; a path or ``file://`` URI -> LocalStore.
+
+    BadStoreUri (one clear line, never retried) for an empty URI, ``s3://`` without a
+    bucket, another scheme, a file; with ``must_exist``, also for a missing folder (an
+    inbox: an unset variable in a path must not read as an empty inbox).
+    """
+    parsed = urlparse(uri or "")
+    if not (uri or "").strip():
+        raise BadStoreUri("empty store URI: set the variable or param to a path or s3://")
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise ValueError(f"{uri!r}: an S3 URI needs a bucket (s3://bucket/prefix)")
+            raise BadStoreUri(f"{uri!r}: an S3 URI needs a bucket (s3://bucket/prefix)")
         return S3Store(parsed.netloc, parsed.path)
-    if parsed.scheme == "file":
-        return LocalStore(parsed.path)
-    if parsed.scheme in ("", ):
-        return LocalStore(uri)
-    raise ValueError(f"unsupported store URI {uri!r}: use a path, file:// or s3://")
+    if parsed.scheme not in ("", "file"):
+        raise BadStoreUri(f"unsupported store URI {uri!r}: use a path, file:// or s3://")
+    store = LocalStore(parsed.path if parsed.scheme == "file" else uri)
+    if must_exist and not store.root.is_dir():
+        raise BadStoreUri(f"{store.root} does not exist (is a variable in the path unset?)")
+    return store
 
 
 def split_uri(uri: str) -> tuple[Store, str]:
     """A file URI -> (the store holding it, its key), for single files such as valid.csv."""
-    parsed = urlparse(uri)
+    parsed = urlparse(uri or "")
     if parsed.scheme == "s3":
         parent, _, key = parsed.path.lstrip("/").rpartition("/")
+        if not parsed.netloc or not key:
+            raise BadStoreUri(f"{uri!r}: an S3 file URI is s3://bucket/prefix/name")
         return S3Store(parsed.netloc, parent), key
+    if not (uri or "").strip() or parsed.scheme not in ("", "file"):
+        raise BadStoreUri(f"{uri!r} is not a file path, file:// or s3:// URI")
     path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
     return LocalStore(path.parent), path.name

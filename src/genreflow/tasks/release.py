@@ -26,18 +26,22 @@ def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
     equals today's, its recorded ROC-AUC is used (scoring is deterministic, so it is the
     same number, without loading the model); otherwise the champion is re-scored on
     today's valid.csv. ``champion`` in the decision is what publish checks latest against.
+    A champion that cannot be read (deleted manifest, broken latest.json) is no usable
+    champion: the challenger is promoted and the reason names the problem.
     """
     store = open_store(settings.store)
-    latest = registry.read_latest(store)
-    champion = latest["version"] if latest else None
+    current = registry.read_champion(store)
+    champion = current.version
     challenger_auc = metrics["roc_auc_ovo"]
     if force:
         decision = {"promote": True, "reason": "forced by the force_publish param"}
+    elif current.problem:
+        decision = {"promote": True, "reason": f"no usable champion: {current.problem}"}
     elif champion is None:
         decision = {"promote": True, "reason": "first model: no champion yet"}
     else:
         try:
-            champion_auc, basis = _champion_score(store, settings, champion,
+            champion_auc, basis = _champion_score(store, settings, champion, current.manifest,
                                                   metrics["valid_sha256"])
         except (registry.RegistryError, ValueError) as exc:
             decision = {"promote": True, "reason": f"champion {champion} cannot be scored: {exc}"}
@@ -55,12 +59,11 @@ def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
 
 
 def _champion_score(
-    store, settings: Settings, champion: str, valid_sha256: str
+    store, settings: Settings, champion: str, manifest: dict, valid_sha256: str
 ) -> tuple[float, str]:
     """(champion ROC-AUC on today's valid.csv, how it was obtained)."""
     from genreflow.evaluation import evaluate
 
-    manifest = registry.read_manifest(store, champion)
     if manifest.get("valid_sha256") == valid_sha256:
         return manifest["metrics"]["roc_auc_ovo"], "recorded on the same valid.csv"
     model, _ = registry.load_model(store, champion)

@@ -23,8 +23,12 @@ def run_dir(run_id: str) -> str:
 
 
 def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) -> bool:
-    """Skip the rest of the run when the champion was trained on this very snapshot."""
-    champion = registry.champion_manifest(open_store(settings.store))
+    """Skip the rest of the run when the champion was trained on this very snapshot.
+
+    A champion that cannot be read (manifest deleted, pointer broken) counts as none:
+    read_champion logs why, and the run trains and publishes a usable one.
+    """
+    champion = registry.read_champion(open_store(settings.store)).manifest
     if champion and champion.get("snapshot_fingerprint") == snapshot["fingerprint"]:
         if not retrain_unchanged:
             log.info(
@@ -46,7 +50,7 @@ def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) 
 
 def previous_snapshot_key(settings: Settings, snapshot: dict) -> str | None:
     """The champion's training snapshot (None if no champion, or it is this snapshot)."""
-    champion = registry.champion_manifest(open_store(settings.store))
+    champion = registry.read_champion(open_store(settings.store)).manifest
     key = champion.get("snapshot_key") if champion else None
     return key if key and key != snapshot["snapshot_key"] else None
 
@@ -56,6 +60,8 @@ def check(
 ) -> dict:
     """Run the statistical checks, store the JSON report, fail on the policy's hard findings.
 
+    valid.csv is checked here too, before any training: a table that train/validate
+    would choke on fails the run now, with the reason, and is not retried.
     ``previous_key``: snapshot to measure drift against; default the champion's.
     """
     from genreflow.checks import load_policy, raise_on_failures, run_checks
@@ -63,6 +69,7 @@ def check(
 
     store = open_store(settings.store)
     table = store.read_frame(snapshot["snapshot_key"])
+    check_valid(settings, table)
     previous_key = previous_key or previous_snapshot_key(settings, snapshot)
     previous = None
     if previous_key:
@@ -102,12 +109,30 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
 
 
 def read_valid(settings: Settings):
-    """(table, sha256) of valid.csv; a broken table fails here with the reason."""
-    from genreflow.dataset import read_valid_table
+    """(table, sha256) of valid.csv; a missing or broken table fails here with the reason."""
+    from genreflow.dataset import TableError, read_valid_table
+    from genreflow.storage import KeyNotFound
 
     valid_store, valid_name = split_uri(settings.valid_csv)
-    data = valid_store.read_bytes(valid_name)
+    try:
+        data = valid_store.read_bytes(valid_name)
+    except KeyNotFound as exc:
+        raise TableError(f"valid.csv not found: {exc}") from exc
     return read_valid_table(data, settings.genres, settings.valid_csv), registry.sha256_hex(data)
+
+
+def check_valid(settings: Settings, training) -> None:
+    """valid.csv is usable with a model trained on ``training``: readable, this code's
+    features, 2+ genres, and every one of its genres has training tracks."""
+    from genreflow.dataset import TableError
+
+    valid, _ = read_valid(settings)
+    untrained = sorted(set(valid["genre"]) - set(training["genre"].astype(str)))
+    if untrained:
+        raise TableError(f"{settings.valid_csv}: genre(s) {untrained} have no training tracks "
+                         "in this snapshot, so the model could not score them")
+    log.info("valid.csv %s: %d songs of %d genres, features match this code",
+             settings.valid_csv, valid["track_id"].nunique(), valid["genre"].nunique())
 
 
 def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
