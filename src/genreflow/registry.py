@@ -184,7 +184,8 @@ def _manifest_with_bytes(
     except KeyNotFound as exc:
         if store.list_keys(version_key(version, "")):
             raise IncompleteVersion(
-                f"version {version} has no manifest: not a complete version"
+                f"version {version} has no manifest (a publish that failed half-way, or "
+                "the manifest was deleted): not a complete version"
             ) from exc
         raise UnknownVersion(f"unknown version {version} in {store.uri}") from exc
     if expected_sha256 and sha256_hex(data) != expected_sha256:

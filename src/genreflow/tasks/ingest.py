@@ -47,7 +47,7 @@ def make_sources(settings: Settings, names: list[str]) -> dict[str, Source]:
     def inbox() -> Source:
         from genreflow.sources.inbox import InboxSource
 
-        return InboxSource(open_store(settings.inbox), settings.genres)
+        return InboxSource(open_store(settings.inbox, must_exist=True), settings.genres)
 
     def spotify() -> Source:
         from genreflow.sources.spotify import SpotifySource
