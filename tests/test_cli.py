@@ -188,3 +188,24 @@ def test_installed_script_over_s3(s3_bucket, trained, tmp_path):
     done = subprocess.run([str(GENREFLOW), "models"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and f"* {version}" in done.stdout
+
+
+def test_bad_store_uris_are_one_line(tmp_path, cache, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for uri in ("s3://", "http://example.com/store", str(a_file)):
+        for argv in (["models"], ["pull"], ["rollback", "20990101T000000Z-000000"]):
+            code, _, err = run(capsys, *argv, "--store", uri)
+            assert code == 1 and err.count("\n") == 1 and "BadStoreUri" in err, (uri, err)
+    assert a_file.read_text() == "not a folder"
+
+
+def test_read_only_commands_create_no_folders(tmp_path, cache, capsys, trained):
+    missing = tmp_path / "unset-variable" / "store"
+    code, out, _ = run(capsys, "models", "--store", str(missing))
+    assert code == 0 and "no models" in out
+    for argv in (["pull"], ["pull", "--version", "20990101T000000Z-000000"],
+                 ["predict", str(trained[1][0])]):
+        code, _, err = run(capsys, *argv, "--store", str(missing))
+        assert code == 1 and err.count("\n") == 1, err
+    assert not missing.parent.exists() and not cache.exists()

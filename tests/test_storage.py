@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from genreflow.errors import PermanentError
 from genreflow.storage import (
     AlreadyExists,
+    BadStoreUri,
     KeyNotFound,
     LocalStore,
+    PermanentStoreError,
     S3Store,
     StoreError,
     WriteConflict,
@@ -129,3 +133,100 @@ def test_local_compare_and_swap_counts_every_win(tmp_path):
     assert store.read_json("counter.json")["n"] == len(wins) == 80 - len(conflicts)
     assert sorted(wins) == list(range(1, len(wins) + 1))
     assert store.list_keys() == ["counter.json"]
+
+
+@pytest.fixture
+def s3_error_server(monkeypatch):
+    """A real HTTP server on loopback answering every S3 request with one error, as S3
+    does for bad keys or a 503; counts the requests (retries included)."""
+    reply, hits = {"status": 403, "code": "InvalidAccessKeyId"}, []
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self):
+            hits.append(self.command)
+            body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{reply["code"]}'
+                    "</Code><Message>injected</Message></Error>").encode()
+            self.send_response(reply["status"])
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    yield reply, hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status, code", [
+    (403, "InvalidAccessKeyId"), (403, "SignatureDoesNotMatch"), (403, "AccessDenied"),
+    (404, "NoSuchBucket"),
+])
+def test_permanent_s3_errors_fail_at_once(s3_error_server, status, code):
+    reply, hits = s3_error_server
+    reply.update(status=status, code=code)
+    store = S3Store("bucket", "store")
+    with pytest.raises(PermanentStoreError, match=code) as failure:
+        store.read_bytes("valid.csv")
+    assert isinstance(failure.value, PermanentError)
+    with pytest.raises(PermanentStoreError):
+        store.write_bytes("k", b"x")
+    assert hits == ["GET", "PUT"]  # one request each: nothing retried
+
+
+def test_transient_s3_errors_stay_retryable(s3_error_server, monkeypatch):
+    reply, hits = s3_error_server
+    reply.update(status=503, code="SlowDown")
+    with pytest.raises(StoreError, match="SlowDown") as failure:
+        S3Store("bucket").read_bytes("k")
+    assert not isinstance(failure.value, PermanentError)
+    assert len(hits) > 1  # the client retried (bounded), and Airflow will retry the task
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # connection refused
+    with pytest.raises(StoreError) as failure:
+        S3Store("bucket").read_bytes("k")
+    assert not isinstance(failure.value, PermanentError)
+
+
+def test_missing_bucket_on_moto_is_permanent(s3_bucket):
+    with pytest.raises(PermanentStoreError, match="NoSuchBucket"):
+        open_store("s3://no-such-bucket-genreflow/store").read_bytes("latest.json")
+
+
+def test_bad_uris_are_one_permanent_error(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for uri in ("", "   ", "s3://", "s3:///prefix", "http://example.com/store", str(a_file),
+                a_file.as_uri()):
+        with pytest.raises(BadStoreUri) as failure:
+            open_store(uri)
+        assert isinstance(failure.value, PermanentError), uri
+    for uri in ("s3://bucket", "", "http://x/valid.csv"):
+        with pytest.raises(BadStoreUri):
+            split_uri(uri)
+    with pytest.raises(BadStoreUri, match="does not exist"):
+        open_store(str(tmp_path / "unset" / "inbox"), must_exist=True)
+    under_a_file = open_store(str(a_file / "store"))
+    with pytest.raises(PermanentStoreError, match="cannot write"):
+        under_a_file.write_bytes("k", b"x")
+    assert a_file.read_text() == "x"
+
+
+def test_opening_and_reading_create_no_folder(tmp_path):
+    root = tmp_path / "nowhere" / "store"
+    store = open_store(str(root))
+    assert store.list_keys() == [] and not store.exists("k")
+    with pytest.raises(KeyNotFound):
+        store.read_bytes("latest.json")
+    split_uri(str(tmp_path / "missing" / "valid.csv"))
+    assert list(tmp_path.iterdir()) == []
+    store.write_bytes("a/k", b"x")  # the first write creates what it needs
+    assert (root / "a" / "k").read_bytes() == b"x"
