@@ -166,6 +166,47 @@ def test_broken_valid_csv_fails_fast_with_the_reason(run_dag, demo_corpus, tmp_p
     run = run_dag(env)
     assert run.returncode != 0
     assert "missing 1 required column(s): mfcc3_mean" in run.log
-    assert run.task_states().get("validate") == "failed"
-    assert "up_for_retry" not in run.task_states().values()
+    states = run.task_states()
+    assert states.get("checks") == "failed"  # before training, not after it
+    assert states.get("train") in (None, "upstream_failed")
+    assert "up_for_retry" not in states.values()
     assert registry.read_latest(LocalStore(tmp_path / "store")) is None
+
+
+def test_broken_champion_does_not_block_training(run_dag, demo_corpus, tmp_path):
+    """The champion's manifest is deleted: the run says so, trains, and publishes a
+    usable champion in its place (issue 10: every run used to fail at has_new_data)."""
+    store = LocalStore(tmp_path / "store")
+    broken = "20260101T000000Z-bad000"
+    registry.publish(store, broken, {registry.MODEL_FILE: b"never loaded"}, {}, promote=True)
+    store.delete(registry.version_key(broken, registry.MANIFEST_FILE))
+    env = {
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
+        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
+    }
+    run = run_dag(env)
+    assert run.returncode == 0, run.log[-3000:]
+    assert f"no usable champion (IncompleteVersion: version {broken} has no manifest" in run.log
+    latest = registry.read_latest(store)
+    assert latest["version"] != broken and latest["previous"] == broken
+    manifest = registry.read_manifest(store, latest["version"], latest["manifest_sha256"])
+    assert manifest["gate"]["promote"] and "no usable champion" in manifest["gate"]["reason"]
+    rows = {row["version"]: row for row in registry.version_summaries(store)}
+    assert "no manifest" in rows[broken]["error"] and rows[latest["version"]]["promoted"]
+
+
+def test_missing_inbox_fails_at_once_and_creates_nothing(run_dag, demo_corpus, tmp_path):
+    """An unset variable in the inbox path: a clear failure, not "0 candidates"."""
+    inbox = tmp_path / "unset" / "inbox"
+    env = {
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(inbox),
+        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
+    }
+    run = run_dag(env)
+    assert run.returncode != 0
+    assert f"BadStoreUri: {inbox} does not exist" in run.log
+    states = run.task_states()
+    assert states.get("discover") == "failed" and "up_for_retry" not in states.values()
+    assert not inbox.parent.exists()
