@@ -150,7 +150,7 @@ def _read_latest_etag(store: Store) -> tuple[dict | None, str | None, str]:
     try:
         return parse_pointer(data, store.location(LATEST_KEY)), etag, ""
     except BrokenPointer as exc:
-        log.warning("replacing a broken pointer: %s", exc)
+        log.warning("%s; the next promotion or rollback replaces it", exc)
         return None, etag, str(exc)
 
 
