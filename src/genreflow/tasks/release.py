@@ -43,7 +43,7 @@ def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
         try:
             champion_auc, basis = _champion_score(store, settings, champion, current.manifest,
                                                   metrics["valid_sha256"])
-        except (registry.RegistryError, ValueError) as exc:
+        except (registry.RegistryError, ValueError, KeyError, TypeError) as exc:
             decision = {"promote": True, "reason": f"champion {champion} cannot be scored: {exc}"}
         else:
             promote = challenger_auc >= champion_auc - margin
