@@ -81,13 +81,20 @@ def test_pull_refuses_manifest_names_that_leave_dest(store_uri, models, tmp_path
     assert champion.manifest is None and "unsafe file name" in champion.problem
 
 
-def test_registry_page_refuses_path_names(tmp_path, models):
-    from genreflow.registry_view import read_plot
+def test_registry_page_shows_a_forged_version_as_broken(tmp_path, models):
+    from fastapi.testclient import TestClient
+
+    from genreflow.registry_view import create_app
 
     store = open_store(str(tmp_path / "store"))
     version = publish_model(store, models[0])
-    with pytest.raises(registry.UnknownVersion, match="not a valid file name"):
-        read_plot(store, version, "../../latest.png")
+    forge(store, version, "../../forged.png")
+    client = TestClient(create_app(store.uri))
+    page = client.get("/").text
+    assert "unsafe file name" in page and "forged.png</a>" not in page
+    assert client.get(f"/versions/{version}/files/..%2F..%2Fforged.png").status_code == 404
+    row = client.get("/api/versions").json()[0]
+    assert row["version"] == version and "unsafe file name" in row["error"]
 
 
 @pytest.fixture
