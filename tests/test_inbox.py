@@ -18,6 +18,9 @@ from genreflow.storage import open_store
 from genreflow.tasks import ingest
 
 
+SUPPORTED = ".aif .aiff .au .flac .mp3 .oga .ogg .wav"
+
+
 def one_second_wav() -> bytes:
     buffer = io.BytesIO()
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
@@ -35,6 +38,7 @@ def fill_inbox(inbox_uri: str, clips) -> dict[str, bytes]:
         "pop/song.wav": files["metal/metal_000.wav"],
         "README.txt": b"drop <genre>/<file> here",
         "metal/notes.txt": b"liner notes",
+        "metal/voice.m4a": b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64,
     }
     store = open_store(inbox_uri)
     for key, data in files.items():
@@ -60,7 +64,8 @@ def test_discover_rejects_with_reasons(tmp_path, short_clips, locations):
     reasons = {r["source_id"]: r["reason"] for r in found.rejected}
     assert reasons == {
         "README.txt": "not in <genre>/<file> layout",
-        "metal/notes.txt": "not an audio file suffix (.txt)",
+        "metal/notes.txt": f"not a supported audio file suffix (.txt); supported: {SUPPORTED}",
+        "metal/voice.m4a": f"not a supported audio file suffix (.m4a); supported: {SUPPORTED}",
         "pop/song.wav": "unknown genre 'pop' (configured: classical, electronic, metal)",
     }
 
@@ -78,7 +83,7 @@ def test_every_item_ends_in_the_catalog_with_its_status(tmp_path, short_clips, l
 
     store = open_store(store_uri)
     table = catalog.read_catalog(store).set_index("source_id")
-    assert table["status"].value_counts().to_dict() == {"ok": 3, "failed": 3, "rejected": 3,
+    assert table["status"].value_counts().to_dict() == {"ok": 3, "failed": 3, "rejected": 4,
                                                         "duplicate": 1}
     assert set(table["run_id"]) == {"r1"}
     assert table.loc["classical/zz_copy.wav", "reason"] == \
