@@ -17,7 +17,6 @@ from genreflow.sources.inbox import InboxSource
 from genreflow.storage import open_store
 from genreflow.tasks import ingest
 
-
 SUPPORTED = ".aif .aiff .au .flac .mp3 .oga .ogg .wav"
 
 
