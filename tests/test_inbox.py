@@ -109,3 +109,33 @@ def test_every_item_ends_in_the_catalog_with_its_status(tmp_path, short_clips, l
     stored = store.read_frame(row["features_key"]).drop(columns=["track_id", "genre", "segment"])
     again = extract_audio_features(store.read_bytes(row["raw_key"]), "raw")
     np.testing.assert_array_equal(stored.to_numpy(dtype=np.float32), again.astype(np.float32))
+
+
+def test_a_link_out_of_the_inbox_is_refused_and_the_run_goes_on(tmp_path, short_clips):
+    outside = tmp_path / "elsewhere" / "secret.wav"
+    outside.parent.mkdir()
+    outside.write_bytes(short_clips["metal_001.wav"].read_bytes())
+    inbox = open_store(str(tmp_path / "inbox"))
+    for name in ("classical_000.wav", "classical_001.wav", "metal_000.wav"):
+        inbox.write_bytes(f"{name.split('_')[0]}/{name}", short_clips[name].read_bytes())
+    (tmp_path / "inbox" / "metal" / "link.wav").symlink_to(outside)
+    settings = Settings(home=tmp_path, store=str(tmp_path / "store"),
+                        inbox=str(tmp_path / "inbox"), valid_csv="", genres=TEST_GENRES,
+                        workers=1)
+
+    batches = ingest.discover(settings, ["inbox"], max_new=100, batch_size=10, run_id="r1")
+    assert [r["source_id"] for r in batches[0]] == [
+        "classical/classical_000.wav", "classical/classical_001.wav", "metal/metal_000.wav"]
+    late = tmp_path / "inbox" / "metal" / "metal_000.wav"  # made a link after discovery
+    late.unlink()
+    late.symlink_to(outside)
+    snapshot = ingest.assemble(settings, [ingest.extract_batch(settings, batches[0], "r1")],
+                               "r1")
+
+    table = catalog.read_catalog(open_store(settings.store)).set_index("source_id")
+    assert table.loc["metal/link.wav", ["status", "reason"]].tolist() == [
+        catalog.REJECTED, "a link to a file outside the inbox: refused"]
+    assert table.loc["metal/metal_000.wav", ["status", "reason"]].tolist() == [
+        catalog.FAILED, "metal/metal_000.wav: a link to a file outside the inbox: refused"]
+    assert snapshot["n_tracks"] == 2
+    assert ingest.discover(settings, ["inbox"], max_new=100, batch_size=10, run_id="r2") == []
