@@ -72,8 +72,11 @@ def settle_labels(catalog) -> int:
     features (features depend on the audio only), the others ``duplicate``.
     """
     changed = 0
-    has_audio = catalog["status"].isin(HAS_AUDIO) & catalog["sha256"].fillna("").ne("")
-    for sha, group in catalog[has_audio].groupby("sha256"):
+    live = catalog[catalog["status"].isin(HAS_AUDIO) & catalog["sha256"].fillna("").ne("")]
+    genres = live.groupby("sha256")["genre"].nunique()
+    in_conflict = live["status"].eq(CONFLICT).groupby(live["sha256"]).any()
+    concerned = genres.index[(genres > 1) | in_conflict.reindex(genres.index)]
+    for sha, group in live[live["sha256"].isin(concerned)].groupby("sha256"):
         if group["genre"].nunique() > 1:
             for index, key in zip(group.index, group["key"], strict=True):
                 others = "; ".join(f"{k} ({g})" for k, g in zip(group["key"], group["genre"],
