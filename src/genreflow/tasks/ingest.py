@@ -105,7 +105,7 @@ def discover(
     capped = new[:max_new]
     present = {t.key for t in tracks} | {r["key"] for r in rejected}
     gone = _gone_conflicts(seen, listed, present)
-    recorded = _record_rejections(store, known, rejected, {t.key for t in tracks}, gone, run_id)
+    recorded = _record_discovery(store, known, rejected, {t.key for t in tracks}, gone, run_id)
     log.info(
         "discover: %d candidates, %d already in the catalog, %d new, %d taken (cap %d), "
         "%d rejected (%d newly recorded in the catalog)",
@@ -146,7 +146,7 @@ def _fresh_rejections(seen, rejected: list[dict], candidates: set[str]) -> list[
     return list(fresh.values())
 
 
-def _record_rejections(store: Store, known, rejected: list[dict], candidates: set[str],
+def _record_discovery(store: Store, known, rejected: list[dict], candidates: set[str],
                        gone: list[str], run_id: str) -> int:
     """Record fresh rejections and conflicting keys gone from their source, and settle the
     conflicts that leaves; the number of rejections recorded."""
