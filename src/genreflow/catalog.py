@@ -160,8 +160,6 @@ def update(store: Store, change: Callable, known=None):
                         f"{CAS_ATTEMPTS} attempts to update it")
 
 
-def record_all(store: Store, records: list[dict], known=None):
-    """Merge ``records`` into the stored catalog (``known``: (table, etag) already read
-    by the caller) and write it back; the merged table."""
-    return update(store, lambda table: merge_records(table, records) if records else None,
-                  known)
+def record_all(store: Store, records: list[dict]):
+    """Merge ``records`` into the stored catalog and write it back; the merged table."""
+    return update(store, lambda table: merge_records(table, records) if records else None)
