@@ -93,7 +93,7 @@ def _resolve(catalog, sha: str, group) -> int:
     """One genre left for this audio: the earliest key is ok again, the rest duplicates."""
     same_audio = catalog[catalog["sha256"] == sha]
     stored = same_audio[same_audio["features_key"].fillna("").ne("")]
-    if stored.empty:  # nothing was ever extracted: let a rerun of the key do it
+    if stored.empty:  # no key of this audio ever had features (a hand-edited catalog)
         return 0
     source = stored.iloc[0]
     keeper = group.sort_values(["first_seen", "key"]).index[0]
