@@ -1,4 +1,5 @@
-"""Decoding and refusal of track audio (genreflow.audio)."""
+"""Decoding and refusal of track audio (genreflow.audio): one decoder for bytes and paths,
+so the pipeline and ``genreflow predict`` refuse alike, in plain words."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_registry import TINY, publish_model, random_table
 
 from genreflow.audio import (
     SAMPLE_RATE,
     SEGMENT_SAMPLES,
+    AudioError,
     SilentAudio,
     TooShortAudio,
     UndecodableAudio,
+    UnsupportedFormat,
     load_audio,
     split_segments,
 )
+from genreflow.cli import main
+from genreflow.sources.inbox import InboxSource
+from genreflow.storage import LocalStore
 
 
 def shared_data() -> Path | None:
@@ -41,6 +48,55 @@ def tone(seconds: float, amplitude: float = 0.5, sr: int = SAMPLE_RATE) -> np.nd
 def test_corrupt_bytes_are_undecodable():
     with pytest.raises(UndecodableAudio, match="cannot decode"):
         load_audio(b"RIFF\x00\x00garbage" * 100, "corrupt.wav")
+
+
+FOUR_SECONDS = wav_bytes(tone(4))
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("corrupt.wav", b"RIFF\x00\x00garbage" * 100, "cannot decode audio: format not recognised"),
+    ("empty.wav", b"", "empty file (0 bytes)"),
+    ("header-only.wav", FOUR_SECONDS[:40],
+     "cannot decode audio: error in WAV file. No 'data' chunk marker"),
+    ("truncated.wav", FOUR_SECONDS[:len(FOUR_SECONDS) // 3],
+     "1.33 s is shorter than one 3.00 s segment"),
+])
+def test_refusals_are_plain_words_from_bytes_and_from_a_path(tmp_path, name, data, reason):
+    path = tmp_path / name
+    path.write_bytes(data)
+    for source in (data, path):  # the pipeline decodes bytes, `genreflow predict` a path
+        with pytest.raises(AudioError) as refused:
+            load_audio(source, name)
+        assert str(refused.value) == f"{name}: {reason}"
+
+
+def test_m4a_is_refused_alike_by_discovery_and_predict(tmp_path, capsys, monkeypatch):
+    """soundfile cannot read AAC: the inbox refuses the suffix with the same words as
+    `genreflow predict`, instead of accepting a file extraction will never decode."""
+    refusal = ("not a supported audio file suffix (.m4a); "
+               "supported: .aif .aiff .au .flac .mp3 .oga .ogg .wav")
+    song = tmp_path / "song.m4a"
+    song.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
+    inbox = LocalStore(tmp_path / "inbox")
+    inbox.write_bytes("metal/song.m4a", song.read_bytes())
+
+    found = InboxSource(inbox, ["metal"]).discover()
+    assert found.tracks == []
+    assert [r["reason"] for r in found.rejected] == [refusal]
+    with pytest.raises(UnsupportedFormat):
+        load_audio(song)
+
+    monkeypatch.setenv("GENREFLOW_CACHE", str(tmp_path / "cache"))
+    store = LocalStore(tmp_path / "store")
+    publish_model(store, fit_tiny_model())
+    assert main(["predict", str(song), "--store", str(store.root)]) == 1
+    assert f"{song}: {refusal}" in capsys.readouterr().err
+
+
+def fit_tiny_model():
+    from genreflow.model import fit_model
+
+    return fit_model(random_table(1), TINY)
 
 
 def test_all_zero_is_silent():

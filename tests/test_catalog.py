@@ -1,9 +1,15 @@
-"""The catalog table: one row per key, newest record wins, first_seen survives rewrites."""
+"""The catalog table: one row per key, newest record wins, first_seen survives rewrites,
+and concurrent writers lose nothing."""
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+
 from genreflow import catalog
-from genreflow.storage import LocalStore
+from genreflow.config import Settings
+from genreflow.storage import LocalStore, open_store
+from genreflow.tasks import ingest
 
 
 def record(key: str, status: str, first_seen: str, run_id: str, reason: str = "") -> dict:
@@ -42,3 +48,81 @@ def test_no_records_writes_nothing(tmp_path):
     store = LocalStore(tmp_path)
     assert catalog.record_all(store, []).empty
     assert not store.exists(catalog.CATALOG_KEY)
+
+
+def test_a_write_that_lost_the_race_is_merged_again(tmp_path):
+    """Another writer lands between our read and our write: first while the catalog is
+    still absent, then over an existing one; both times nothing is lost."""
+    store = LocalStore(tmp_path)
+    seen: list[list[str]] = []
+
+    def change(mine: str, theirs: str):
+        def apply(table):
+            seen.append(sorted(table["key"]))
+            if len(seen) in (1, 3):  # the other writer gets in first
+                catalog.record_all(store, [record(theirs, catalog.OK, "t0", "other")])
+            return catalog.merge_records(table, [record(mine, catalog.OK, "t0", "mine")])
+        return apply
+
+    catalog.update(store, change("inbox:metal/a.wav", "inbox:metal/b.wav"))
+    table = catalog.update(store, change("inbox:metal/c.wav", "inbox:metal/d.wav"))
+
+    assert seen == [[], ["inbox:metal/b.wav"], ["inbox:metal/a.wav", "inbox:metal/b.wav"],
+                    ["inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/d.wav"]]
+    assert sorted(table["key"]) == sorted(catalog.read_catalog(store)["key"]) == [
+        "inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/c.wav", "inbox:metal/d.wav"]
+
+
+ROUNDS, PER_ROUND = 4, 12  # per process: one ok track and 11 failed ones per round
+
+
+def track_records(worker: int, round_: int) -> list[dict]:
+    rows = []
+    for j in range(PER_ROUND):
+        row = record(f"inbox:metal/w{worker}r{round_}t{j}.wav", catalog.FAILED,
+                     "2026-01-01T00:00:00+00:00", f"run{worker}", "too short")
+        if j == 0:
+            track_id = f"w{worker}r{round_}".ljust(16, "0")
+            row.update(status=catalog.OK, reason="", track_id=track_id, sha256=track_id * 4,
+                       features_key=f"features/{track_id}.parquet", n_segments=1)
+        rows.append(row)
+    return rows
+
+
+def assemble_rounds(settings: Settings, worker: int, barrier) -> None:
+    """One process: ROUNDS assembles, each started together with the other process's."""
+    for round_ in range(ROUNDS):
+        barrier.wait(timeout=120)
+        ingest.assemble(settings, [track_records(worker, round_)], f"run{worker}")
+
+
+def test_concurrent_assembles_lose_no_catalog_row(tmp_path, store_uri):
+    import numpy as np
+
+    from genreflow.dataset import track_frame
+    from genreflow.features.names import FEATURE_NAMES
+
+    store = open_store(store_uri)
+    for worker, round_ in itertools.product(range(2), range(ROUNDS)):
+        row = track_records(worker, round_)[0]
+        features = np.full((1, len(FEATURE_NAMES)), worker + round_ / 10)
+        store.write_frame(row["features_key"], track_frame(row["track_id"], "metal", features))
+    settings = Settings(home=tmp_path, store=store_uri, inbox="", valid_csv="",
+                        genres=("metal",), workers=1)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=assemble_rounds, args=(settings, w, barrier))
+               for w in range(2)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in workers] == [0, 0]
+
+    table = catalog.read_catalog(store)
+    assert len(table) == 2 * ROUNDS * PER_ROUND
+    assert table["status"].value_counts().to_dict() == {
+        catalog.FAILED: 2 * ROUNDS * (PER_ROUND - 1), catalog.OK: 2 * ROUNDS}
+    assert {f"run{key[len('inbox:metal/w')]}" for key in table["key"]} == {"run0", "run1"}
+    assert all(run == f"run{key[len('inbox:metal/w')]}" for key, run in
+               zip(table["key"], table["run_id"], strict=True))

@@ -17,6 +17,8 @@ from genreflow.sources.inbox import InboxSource
 from genreflow.storage import open_store
 from genreflow.tasks import ingest
 
+SUPPORTED = ".aif .aiff .au .flac .mp3 .oga .ogg .wav"
+
 
 def one_second_wav() -> bytes:
     buffer = io.BytesIO()
@@ -35,6 +37,7 @@ def fill_inbox(inbox_uri: str, clips) -> dict[str, bytes]:
         "pop/song.wav": files["metal/metal_000.wav"],
         "README.txt": b"drop <genre>/<file> here",
         "metal/notes.txt": b"liner notes",
+        "metal/voice.m4a": b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64,
     }
     store = open_store(inbox_uri)
     for key, data in files.items():
@@ -60,7 +63,8 @@ def test_discover_rejects_with_reasons(tmp_path, short_clips, locations):
     reasons = {r["source_id"]: r["reason"] for r in found.rejected}
     assert reasons == {
         "README.txt": "not in <genre>/<file> layout",
-        "metal/notes.txt": "not an audio file suffix (.txt)",
+        "metal/notes.txt": f"not a supported audio file suffix (.txt); supported: {SUPPORTED}",
+        "metal/voice.m4a": f"not a supported audio file suffix (.m4a); supported: {SUPPORTED}",
         "pop/song.wav": "unknown genre 'pop' (configured: classical, electronic, metal)",
     }
 
@@ -78,7 +82,7 @@ def test_every_item_ends_in_the_catalog_with_its_status(tmp_path, short_clips, l
 
     store = open_store(store_uri)
     table = catalog.read_catalog(store).set_index("source_id")
-    assert table["status"].value_counts().to_dict() == {"ok": 3, "failed": 3, "rejected": 3,
+    assert table["status"].value_counts().to_dict() == {"ok": 3, "failed": 3, "rejected": 4,
                                                         "duplicate": 1}
     assert set(table["run_id"]) == {"r1"}
     assert table.loc["classical/zz_copy.wav", "reason"] == \
@@ -105,3 +109,33 @@ def test_every_item_ends_in_the_catalog_with_its_status(tmp_path, short_clips, l
     stored = store.read_frame(row["features_key"]).drop(columns=["track_id", "genre", "segment"])
     again = extract_audio_features(store.read_bytes(row["raw_key"]), "raw")
     np.testing.assert_array_equal(stored.to_numpy(dtype=np.float32), again.astype(np.float32))
+
+
+def test_a_link_out_of_the_inbox_is_refused_and_the_run_goes_on(tmp_path, short_clips):
+    outside = tmp_path / "elsewhere" / "secret.wav"
+    outside.parent.mkdir()
+    outside.write_bytes(short_clips["metal_001.wav"].read_bytes())
+    inbox = open_store(str(tmp_path / "inbox"))
+    for name in ("classical_000.wav", "classical_001.wav", "metal_000.wav"):
+        inbox.write_bytes(f"{name.split('_')[0]}/{name}", short_clips[name].read_bytes())
+    (tmp_path / "inbox" / "metal" / "link.wav").symlink_to(outside)
+    settings = Settings(home=tmp_path, store=str(tmp_path / "store"),
+                        inbox=str(tmp_path / "inbox"), valid_csv="", genres=TEST_GENRES,
+                        workers=1)
+
+    batches = ingest.discover(settings, ["inbox"], max_new=100, batch_size=10, run_id="r1")
+    assert [r["source_id"] for r in batches[0]] == [
+        "classical/classical_000.wav", "classical/classical_001.wav", "metal/metal_000.wav"]
+    late = tmp_path / "inbox" / "metal" / "metal_000.wav"  # made a link after discovery
+    late.unlink()
+    late.symlink_to(outside)
+    snapshot = ingest.assemble(settings, [ingest.extract_batch(settings, batches[0], "r1")],
+                               "r1")
+
+    table = catalog.read_catalog(open_store(settings.store)).set_index("source_id")
+    assert table.loc["metal/link.wav", ["status", "reason"]].tolist() == [
+        catalog.REJECTED, "a link to a file outside the inbox: refused"]
+    assert table.loc["metal/metal_000.wav", ["status", "reason"]].tolist() == [
+        catalog.FAILED, "metal/metal_000.wav: a link to a file outside the inbox: refused"]
+    assert snapshot["n_tracks"] == 2
+    assert ingest.discover(settings, ["inbox"], max_new=100, batch_size=10, run_id="r2") == []

@@ -17,7 +17,7 @@ from genreflow.errors import PermanentError
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError
 from genreflow.storage import LocalStore
-from genreflow.tasks import ingest
+from genreflow.tasks import ingest, training
 
 JAZZ, ROCK = "1gfJazzClassicsTest001", "2gfRockAnthemsTest0002"
 SO_WHAT, TAKE_FIVE = "4vLYewWIvqHfKtJDk8c8tq", "1YQWosTIljIvxAgHWTp7KP"
@@ -244,3 +244,63 @@ def test_spotify_credentials_from_an_airflow_connection(tmp_path, fake, monkeypa
     monkeypatch.setenv("GENREFLOW_SPOTIFY_CONN_ID", "gf_missing")
     with pytest.raises(SpotifyAuthError, match="gf_missing: no such Airflow connection"):
         ingest.make_sources(settings, ["spotify"])
+
+
+def test_same_audio_under_two_genres_is_a_conflict_until_one_is_removed(
+        tmp_path, short_clips, extractions, make_table, caplog):
+    classical, metal = (short_clips[n].read_bytes() for n in ("classical_000.wav",
+                                                               "metal_000.wav"))
+    settings = inbox_settings(tmp_path, short_clips, {"metal/zz_same.wav": classical})
+    store = LocalStore(settings.store)
+    caplog.set_level(logging.INFO, logger="genreflow")
+
+    # the same audio under classical/ and metal/, extracted in two parallel batches
+    first = run(settings, "r1")
+    table = catalog.read_catalog(store).set_index("source_id")
+    assert table.loc["classical/classical_000.wav", ["status", "reason"]].tolist() == [
+        catalog.CONFLICT, "label conflict: same audio as inbox:metal/zz_same.wav (metal); "
+        "kept out of training until the wrong file is removed"]
+    assert table.loc["metal/zz_same.wav", ["status", "reason"]].tolist() == [
+        catalog.CONFLICT, "label conflict: same audio as inbox:classical/classical_000.wav "
+        "(classical); kept out of training until the wrong file is removed"]
+    assert first["n_tracks"] == 2  # classical_001 and metal_000 only
+    assert "conflict inbox:metal/zz_same.wav (metal): label conflict" in caplog.text
+
+    # a copy of a track already trained on, dropped under another genre
+    LocalStore(settings.inbox).write_bytes("electronic/again.wav", metal)
+    second = run(settings, "r2")
+    table = catalog.read_catalog(store).set_index("source_id")
+    assert table.loc[["metal/metal_000.wav", "electronic/again.wav"], "status"].tolist() == [
+        catalog.CONFLICT, catalog.CONFLICT]
+    assert "same audio as inbox:electronic/again.wav (electronic)" in \
+        table.loc["metal/metal_000.wav", "reason"]
+    assert second["n_tracks"] == 1 and second["fingerprint"] != first["fingerprint"]
+    assert "inbox:electronic/again.wav" not in extractions
+
+    # the checks report lists them and warns
+    store.write_frame("snapshots/checked.parquet", make_table())
+    checked = training.check(settings, {"snapshot_key": "snapshots/checked.parquet"}, "r2")
+    report = store.read_json(checked["report_key"])
+    assert {(c["key"], c["genre"]) for c in report["label_conflicts"]} == {
+        ("inbox:classical/classical_000.wav", "classical"), ("inbox:metal/zz_same.wav", "metal"),
+        ("inbox:electronic/again.wav", "electronic"), ("inbox:metal/metal_000.wav", "metal")}
+    assert any(w.startswith("4 catalog key(s) share their audio with a key of another genre")
+               for w in checked["warnings"])
+    assert "WARN: label_conflicts: 4 catalog key(s)" in caplog.text
+
+    # the operator removes the wrong files: the next run settles both conflicts
+    LocalStore(settings.inbox).delete("electronic/again.wav")
+    LocalStore(settings.inbox).delete("classical/classical_000.wav")
+    extracted_before = len(extractions)
+    third = run(settings, "r3")
+    table = catalog.read_catalog(store).set_index("source_id")
+    assert table["status"].to_dict() == {
+        "classical/classical_000.wav": catalog.REMOVED, "classical/classical_001.wav": "ok",
+        "metal/metal_000.wav": "ok", "metal/zz_same.wav": "ok",
+        "electronic/again.wav": catalog.REMOVED}
+    assert len(extractions) == extracted_before  # stored features reused
+    assert third["n_tracks"] == 3
+    snapshot = store.read_frame(third["snapshot_key"]).set_index("track_id")
+    assert snapshot.loc[table.loc["metal/zz_same.wav", "track_id"], "genre"] == "metal"
+    assert ingest.discover(settings, ["inbox"], 100, 2, run_id="r4") == []
+    assert ingest.assemble(settings, [], "r4") == {**third, "new_tracks": 0}

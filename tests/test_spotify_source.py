@@ -11,7 +11,7 @@ import wave
 import pytest
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
-from genreflow.sources.base import FetchError, TrackRef
+from genreflow.sources.base import FetchError, SourceUnavailable, TrackRef
 from genreflow.sources.spotify import (
     NO_PREVIEW,
     SpotifyAuthError,
@@ -134,6 +134,20 @@ def test_fetch_preview_404_is_fetch_error(fake, make_source):
         source.fetch(ref)
     with pytest.raises(FetchError, match="no preview_url"):
         source.fetch(TrackRef("spotify", TAKE_FIVE, "jazz"))
+
+
+def test_preview_server_error_is_the_source_not_the_track(fake, make_source):
+    """A 5xx is the preview server's fault: SourceUnavailable (retried, then the task
+    fails), never a FetchError that would record the track as failed."""
+    audio = wav_bytes()
+    fake.previews["5a1c0f4cbd2e1f0b9a1d"] = audio
+    fake.script("/mp3-preview/5a1c0f4cbd2e1f0b9a1d", Reply(503))
+    source = make_source()
+    ref = source.discover().tracks[0]
+
+    with pytest.raises(SourceUnavailable, match="preview server answered HTTP 503"):
+        source.fetch(ref)
+    assert source.fetch(ref) == audio
 
 
 def test_rate_limit_waits_retry_after_then_continues(fake, make_source, sleeps):

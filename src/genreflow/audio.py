@@ -7,14 +7,19 @@ the pipeline records it against the track and carries on with the others.
 from __future__ import annotations
 
 import io
-import warnings
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 SAMPLE_RATE = 22050
 SEGMENT_SAMPLES = 66149  # 3 s at 22050 Hz, as in the study
 SILENCE_RMS = 1e-4  # below about -80 dBFS: nothing a genre can be heard in
+
+# What libsndfile (the one decoder, for the pipeline, `genreflow predict` and valid.csv
+# alike) reads. Other formats (.m4a/AAC, .wma, ...) would need ffmpeg, which a worker may
+# not have: they are refused by name, before any work, with the same words everywhere.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
 
 
 class AudioError(ValueError):
@@ -25,6 +30,10 @@ class UndecodableAudio(AudioError):
     """The bytes are not audio any decoder here understands."""
 
 
+class UnsupportedFormat(UndecodableAudio):
+    """The file's suffix names a format this decoder does not read."""
+
+
 class SilentAudio(AudioError):
     """The track is all zeros or below the silence floor."""
 
@@ -33,29 +42,52 @@ class TooShortAudio(AudioError):
     """The track is shorter than one full segment."""
 
 
+def suffix_refusal(name: str) -> str:
+    """Why a file of this name is not taken as audio; "" when its suffix is decodable."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return ""
+    return (f"not a supported audio file suffix ({suffix or 'none'}); supported: "
+            f"{' '.join(sorted(AUDIO_SUFFIXES))}")
+
+
 def load_audio(source: str | Path | bytes, name: str = "") -> np.ndarray:
-    """Mono float32 at 22050 Hz; ``source`` is a path or the file's bytes."""
+    """Mono float32 at 22050 Hz; ``source`` is a path or the file's bytes, decoded the
+    same way (a path's suffix must be one of :data:`AUDIO_SUFFIXES`)."""
+    if isinstance(source, bytes):
+        label, data = name or "<bytes>", source
+    else:
+        label = name or str(source)
+        refusal = suffix_refusal(str(source))
+        if refusal:
+            raise UnsupportedFormat(f"{label}: {refusal}")
+        data = Path(source).read_bytes()
+    return check_audio(decode(data, label), label)
+
+
+def decode(data: bytes, label: str = "audio") -> np.ndarray:
+    """The file's samples, mixed to mono and resampled to 22050 Hz."""
     import librosa
     import soundfile as sf
 
-    label = name or str(source if not isinstance(source, bytes) else "<bytes>")
+    if not data:
+        raise UndecodableAudio(f"{label}: empty file (0 bytes)")
     try:
-        if isinstance(source, bytes):
-            data, native_sr = sf.read(io.BytesIO(source), dtype="float32", always_2d=True)
-            y = librosa.resample(data.mean(axis=1), orig_sr=native_sr, target_sr=SAMPLE_RATE)
-        else:
-            with warnings.catch_warnings():
-                # librosa warns before falling back to audioread; a failure of both is
-                # reported below as UndecodableAudio, so the warning is only noise.
-                warnings.filterwarnings("ignore", message="PySoundFile failed")
-                warnings.filterwarnings("ignore", category=FutureWarning, module="librosa")
-                y, _ = librosa.load(source, sr=SAMPLE_RATE, mono=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # decoders raise many unrelated types for bad bytes
-        reason = f"{type(exc).__name__}: {exc}"
-        raise UndecodableAudio(f"{label}: cannot decode audio ({reason})") from exc
-    return check_audio(np.asarray(y, dtype=np.float32), label)
+        samples, native_sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise UndecodableAudio(f"{label}: cannot decode audio: {_plain(exc.error_string)}") \
+            from exc
+    except Exception as exc:  # soundfile raises other types for some malformed headers
+        raise UndecodableAudio(f"{label}: cannot decode audio: {_plain(str(exc), exc)}") from exc
+    return librosa.resample(samples.mean(axis=1), orig_sr=native_sr, target_sr=SAMPLE_RATE)
+
+
+def _plain(text: str, exc: Exception | None = None) -> str:
+    """A decoder's message as words for the catalog: no object reprs, never empty."""
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>:?", "", text).strip().rstrip(".")
+    if not text:
+        text = f"{type(exc).__name__} without a message" if exc else "unreadable data"
+    return text[0].lower() + text[1:] if text[1:2].islower() else text
 
 
 def check_audio(y: np.ndarray, label: str = "audio") -> np.ndarray:

@@ -1,18 +1,22 @@
 """Every track ever seen, so no work is done twice: keyed by source id and audio sha256.
 
 One row per key (``<source>:<source_id>``) with its status: ``ok`` (features stored),
-``failed`` (reason; retried only when a run asks for it), ``duplicate`` (same audio as
-another key, named in the reason) or ``rejected`` (refused at discovery: unknown genre, no
-preview, a skipped playlist; re-evaluated every run, recorded again only if its reason
-changes). Stored as one parquet file through the run's Store (local folder or S3).
+``failed`` (the audio's own fault, or it vanished; retried only when a run asks for it),
+``duplicate`` (same audio and genre as another key, named in the reason), ``conflict``
+(same audio as a key of another genre: neither trains until one is removed),
+``removed`` (a conflicting key that left its source; offered again if it comes back) or
+``rejected`` (refused at discovery: unknown genre, no preview, a skipped playlist;
+re-evaluated every run, recorded again only if its reason changes). Stored as one parquet
+file through the run's Store (local folder or S3), written with compare-and-swap so
+concurrent runs never lose each other's rows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from genreflow.storage import KeyNotFound, Store
+from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +26,26 @@ COLUMNS = [
     "features_key", "n_segments", "status", "reason", "first_seen", "run_id",
 ]
 OK, FAILED, DUPLICATE, REJECTED = "ok", "failed", "duplicate", "rejected"
+CONFLICT, REMOVED = "conflict", "removed"
+HAS_AUDIO = (OK, DUPLICATE, CONFLICT)  # statuses of keys whose audio counts for its label
+CAS_ATTEMPTS = 20  # each lost compare-and-swap means another writer's update landed
 
 
 def read_catalog(store: Store):
+    return read_versioned(store)[0]
+
+
+def read_versioned(store: Store):
+    """(table, ETag to write it back with; None when there is no catalog yet)."""
+    import io
+
     import pandas as pd
 
     try:
-        return store.read_frame(CATALOG_KEY)
+        data, etag = store.read_bytes_with_etag(CATALOG_KEY)
     except KeyNotFound:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}), None
+    return pd.read_parquet(io.BytesIO(data)), etag
 
 
 def merge_records(catalog, records: Iterable[dict]):
@@ -48,16 +63,103 @@ def merge_records(catalog, records: Iterable[dict]):
     return merged.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 
-def write_catalog(store: Store, catalog) -> None:
-    store.write_frame(CATALOG_KEY, catalog.astype({"n_segments": "Int64"}))
+def settle_labels(catalog) -> int:
+    """Mark label conflicts in place; the number of rows changed.
+
+    Keys with the same audio (sha256) but different genres are all ``conflict``, each
+    reason naming the others. A former conflict whose keys now agree on one genre (the
+    wrong one was removed) is resolved: one key is ``ok`` again, with the audio's stored
+    features (features depend on the audio only), the others ``duplicate``.
+    """
+    changed = 0
+    live = catalog[catalog["status"].isin(HAS_AUDIO) & catalog["sha256"].fillna("").ne("")]
+    genres = live.groupby("sha256")["genre"].nunique()
+    in_conflict = live["status"].eq(CONFLICT).groupby(live["sha256"]).any()
+    concerned = genres.index[(genres > 1) | in_conflict.reindex(genres.index)]
+    for sha, group in live[live["sha256"].isin(concerned)].groupby("sha256"):
+        if group["genre"].nunique() > 1:
+            for index, key in zip(group.index, group["key"], strict=True):
+                others = "; ".join(f"{k} ({g})" for k, g in zip(group["key"], group["genre"],
+                                                                 strict=True) if k != key)
+                reason = (f"label conflict: same audio as {others}; kept out of training "
+                          "until the wrong file is removed")
+                changed += _update(catalog, index, status=CONFLICT, reason=reason)
+        elif (group["status"] == CONFLICT).any():
+            changed += _resolve(catalog, sha, group)
+    return changed
+
+
+def _resolve(catalog, sha: str, group) -> int:
+    """One genre left for this audio: the earliest key is ok again, the rest duplicates."""
+    same_audio = catalog[catalog["sha256"] == sha]
+    stored = same_audio[same_audio["features_key"].fillna("").ne("")]
+    if stored.empty:  # no key of this audio ever had features (a hand-edited catalog)
+        return 0
+    source = stored.iloc[0]
+    keeper = group.sort_values(["first_seen", "key"]).index[0]
+    changed = _update(catalog, keeper, status=OK, reason="", raw_key=source["raw_key"],
+                      features_key=source["features_key"], n_segments=source["n_segments"])
+    log.info("label conflict on %s resolved: %s (%s) is ok again", sha[:16],
+             catalog.at[keeper, "key"], catalog.at[keeper, "genre"])
+    for index in group.index.drop(keeper):
+        changed += _update(catalog, index, status=DUPLICATE, raw_key="", features_key="",
+                           n_segments=0, reason=f"same audio as {catalog.at[keeper, 'key']}")
+    return changed
+
+
+def _update(catalog, index, **fields) -> int:
+    """Set ``fields`` on one row; 1 if anything changed."""
+    if all(str(catalog.at[index, name]) == str(value) for name, value in fields.items()):
+        return 0
+    for name, value in fields.items():
+        catalog.at[index, name] = value
+    return 1
+
+
+def conflicts(catalog) -> list[dict]:
+    """The rows in label conflict, for reports: key, genre, sha256, reason."""
+    rows = catalog[catalog["status"] == CONFLICT].sort_values(["sha256", "key"])
+    return rows[["key", "genre", "sha256", "reason"]].astype(str).to_dict("records")
+
+
+def write_catalog(store: Store, catalog, etag: str | None) -> None:
+    """Write only over the version read (``etag``; None: only if still absent)."""
+    import io
+
+    buffer = io.BytesIO()
+    catalog.astype({"n_segments": "Int64"}).to_parquet(buffer, index=False)
+    if etag is None:
+        store.write_bytes(CATALOG_KEY, buffer.getvalue(), overwrite=False)
+    else:
+        store.write_bytes(CATALOG_KEY, buffer.getvalue(), if_match=etag)
     counts = catalog["status"].value_counts().to_dict()
     log.info("catalog: %d tracks %s -> %s", len(catalog), counts, store.location(CATALOG_KEY))
 
 
-def record_all(store: Store, records: list[dict], known=None):
-    """Merge ``records`` into the stored catalog (``known``: it, already read by the
-    caller) and write it back; the merged table."""
-    table = merge_records(read_catalog(store) if known is None else known, records)
-    if records:
-        write_catalog(store, table)
-    return table
+def update(store: Store, change: Callable, known=None):
+    """Apply ``change`` to the stored catalog with compare-and-swap; the table written.
+
+    ``change(table)`` returns the new table, or None when there is nothing to write; it
+    must be a pure function of the table it gets: when another writer got in first, the
+    catalog is read again and ``change`` re-applied, so neither update is lost.
+    ``known``: (table, etag) from :func:`read_versioned`, already read by the caller.
+    """
+    table, etag = known if known is not None else read_versioned(store)
+    for attempt in range(1, CAS_ATTEMPTS + 1):
+        new = change(table.copy())
+        if new is None:
+            return table
+        try:
+            write_catalog(store, new, etag)
+            return new
+        except WriteConflict:
+            log.info("catalog changed since it was read (attempt %d of %d): merging again",
+                     attempt, CAS_ATTEMPTS)
+            table, etag = read_versioned(store)
+    raise WriteConflict(f"{store.location(CATALOG_KEY)}: still changing after "
+                        f"{CAS_ATTEMPTS} attempts to update it")
+
+
+def record_all(store: Store, records: list[dict]):
+    """Merge ``records`` into the stored catalog and write it back; the merged table."""
+    return update(store, lambda table: merge_records(table, records) if records else None)

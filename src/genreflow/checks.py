@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FINDINGS = (
     "too_few_tracks", "imbalance", "duplicate_segments", "low_separability", "drift",
+    "label_conflicts",
 )
 CORRECTIONS = ("bh", "holm")
 
@@ -211,16 +212,24 @@ def _findings(report: dict, policy: CheckPolicy) -> list[dict]:
     if report["drift"] and report["drift"]["drifted_share"] > policy.max_drift_share:
         found.append(("drift", f"{report['drift']['drifted_share']:.0%} of features drifted "
                       f"from the previous snapshot (KS, {policy.correction}-adjusted)"))
+    conflicts = report["label_conflicts"]
+    if conflicts:
+        keys = ", ".join(f"{c['key']} ({c['genre']})" for c in conflicts)
+        found.append(("label_conflicts", f"{len(conflicts)} catalog key(s) share their audio "
+                      f"with a key of another genre and are kept out of training until the "
+                      f"wrong file is removed: {keys}"))
     return [{"finding": name, "severity": "fail" if name in policy.fail_on else "warn",
              "message": message} for name, message in found]
 
 
 def run_checks(
     table, genres: Sequence[str], policy: CheckPolicy = CheckPolicy(), previous=None,
-    seed: int = 0,
+    seed: int = 0, label_conflicts: Sequence[dict] = (),
 ) -> dict:
     """The checks report (JSON-able). Schema/dtype/NaN problems raise TableError at once;
-    policy findings are listed in ``findings``; the caller raises on the "fail" ones."""
+    policy findings are listed in ``findings``; the caller raises on the "fail" ones.
+    ``label_conflicts``: the catalog's rows in conflict (:func:`genreflow.catalog.conflicts`),
+    reported as they are (they are not in ``table``)."""
     check_table(table, genres, "training snapshot")
     X = table[FEATURE_NAMES].to_numpy(np.float64)
     genre = table["genre"].astype(str).to_numpy()
@@ -253,6 +262,7 @@ def run_checks(
         "anova": _anova(groups, policy, np.random.default_rng(seed)) if len(groups) > 1 else None,
         "confidence_intervals": confidence_intervals(table, top),
         "drift": drift(previous, table, policy) if previous is not None else None,
+        "label_conflicts": list(label_conflicts),
     }
     report["findings"] = _findings(report, policy)
     log.info("%s", summary(report))

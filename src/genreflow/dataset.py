@@ -141,7 +141,7 @@ def build_table(
 
 def labelled_audio(folder: Path) -> list[tuple[str, str, Path]]:
     """``<genre>/<file>`` under ``folder`` -> (track_id, genre, path); id is genre/file."""
-    from genreflow.sources.inbox import AUDIO_SUFFIXES
+    from genreflow.audio import AUDIO_SUFFIXES
 
     return [
         (path.relative_to(folder).as_posix(), path.parent.name, path)

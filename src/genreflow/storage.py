@@ -90,6 +90,11 @@ class Store(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    def escapes(self, key: str) -> bool:
+        """True when the key leads out of the store (a local link to a file elsewhere):
+        listed, but never read or written."""
+        return False
+
     def location(self, key: str) -> str:
         """A URI a person can paste (for logs and manifests)."""
         return f"{self.uri.rstrip('/')}/{key}"
@@ -126,10 +131,12 @@ class LocalStore(Store):
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        if self.escapes(key):
             raise ValueError(f"key {key!r} escapes the store root")
-        return path
+        return (self.root / key).resolve()
+
+    def escapes(self, key: str) -> bool:
+        return self.root not in (self.root / key).resolve().parents
 
     def read_bytes(self, key: str) -> bytes:
         try:

@@ -10,6 +10,11 @@ class FetchError(RuntimeError):
     """One track's audio could not be fetched; the run records it and goes on."""
 
 
+class SourceUnavailable(RuntimeError):
+    """The source cannot be reached (network, server error): not the track's fault, so it
+    is retried and then fails the task, and the track is fetched again on the retry."""
+
+
 @dataclass(frozen=True)
 class TrackRef:
     """A candidate track, small enough to travel through XCom as a dict."""
@@ -39,10 +44,14 @@ class Discovery:
 
     Each rejected item is a flat dict of strings with at least ``source_id`` and
     ``reason`` (optionally ``genre`` and ``name``); the catalog records it as rejected.
+    ``complete``: ``tracks`` and ``rejected`` list everything the source holds (a folder
+    listing, not a playlist that may have been skipped), so a key missing from them was
+    removed at the source.
     """
 
     tracks: list[TrackRef] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    complete: bool = False
 
 
 class Source(Protocol):
@@ -51,5 +60,6 @@ class Source(Protocol):
     def discover(self) -> Discovery: ...
 
     def fetch(self, ref: TrackRef) -> bytes:
-        """The audio file's bytes; raises FetchError when it cannot be had."""
+        """The audio file's bytes; FetchError when this track cannot be had,
+        SourceUnavailable (or a StoreError) when the source itself cannot be reached."""
         ...

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import PurePosixPath
 
+from genreflow.audio import suffix_refusal
 from genreflow.sources.base import Discovery, FetchError, TrackRef
-from genreflow.storage import KeyNotFound, Store, StoreError
+from genreflow.storage import KeyNotFound, Store
 
 log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".au", ".aiff", ".aif", ".m4a"})
 
 
 class InboxSource:
@@ -24,10 +23,10 @@ class InboxSource:
         self.genres = frozenset(genres)
 
     def discover(self) -> Discovery:
-        found = Discovery()
+        found = Discovery(complete=True)
         for key in self.store.list_keys():
             path = PurePosixPath(key)
-            reason = self._rejection(path)
+            reason = self._rejection(key)
             if reason:
                 genre = path.parts[0] if len(path.parts) > 1 else ""
                 found.rejected.append(
@@ -41,19 +40,24 @@ class InboxSource:
         )
         return found
 
-    def _rejection(self, path: PurePosixPath) -> str:
+    def _rejection(self, key: str) -> str:
+        path = PurePosixPath(key)
         if len(path.parts) != 2:
             return "not in <genre>/<file> layout"
-        if path.suffix.lower() not in AUDIO_SUFFIXES:
-            return f"not an audio file suffix ({path.suffix or 'none'})"
+        if refusal := suffix_refusal(key):
+            return refusal
         if path.parts[0] not in self.genres:
             return f"unknown genre {path.parts[0]!r} (configured: {', '.join(sorted(self.genres))})"
+        if self.store.escapes(key):
+            return "a link to a file outside the inbox: refused"
         return ""
 
     def fetch(self, ref: TrackRef) -> bytes:
+        """The file's bytes. A file gone since discovery is the track's fault (FetchError);
+        any other StoreError is the store's (an outage) and propagates, to be retried."""
+        if self.store.escapes(ref.source_id):  # replaced by an outward link since discovery
+            raise FetchError(f"{ref.source_id}: a link to a file outside the inbox: refused")
         try:
             return self.store.read_bytes(ref.source_id)
         except KeyNotFound as exc:
             raise FetchError(f"{ref.source_id}: vanished from the inbox since discovery") from exc
-        except StoreError as exc:
-            raise FetchError(f"{ref.source_id}: {exc}") from exc

@@ -30,7 +30,7 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.oauth2 import SpotifyClientCredentials, SpotifyOauthError
 
 from genreflow.errors import PermanentError
-from genreflow.sources.base import Discovery, FetchError, TrackRef
+from genreflow.sources.base import Discovery, FetchError, SourceUnavailable, TrackRef
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,11 @@ class SpotifySource:
         try:
             response = requests.get(url, timeout=self.preview_timeout)
         except requests.RequestException as exc:
-            raise FetchError(f"spotify:{ref.source_id}: preview download failed: {exc}") from exc
+            raise SourceUnavailable(
+                f"spotify:{ref.source_id}: preview download failed: {exc}") from exc
+        if response.status_code >= 500:
+            raise SourceUnavailable(
+                f"spotify:{ref.source_id}: preview server answered HTTP {response.status_code}")
         if response.status_code != 200:
             raise FetchError(
                 f"spotify:{ref.source_id}: preview download returned HTTP "

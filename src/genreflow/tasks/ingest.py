@@ -1,9 +1,12 @@
 """Ingest steps: discover new tracks, fetch and extract them, assemble the snapshot.
 
-The catalog makes every step idempotent: a key already ok, duplicate or failed is not
-offered again (failed ones only with ``retry_failed``), audio already ok under another
-key is recorded as a duplicate instead of extracted, and an unchanged set of ok tracks
-gives the same snapshot fingerprint without reading a single features file.
+The catalog makes every step idempotent: a key already ok, duplicate, in conflict or
+failed is not offered again (failed ones only with ``retry_failed``), audio already known
+under another key is recorded as a duplicate (or, under another genre, a label conflict)
+instead of extracted, features already stored for an audio are reused, and an unchanged
+set of ok tracks gives the same snapshot fingerprint without reading a single features
+file. A store or source outage is retried briefly and then fails the task; it is never
+recorded against a track.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from pathlib import PurePosixPath
 from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.errors import PermanentError
-from genreflow.sources.base import FetchError, Source, TrackRef
+from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
 from genreflow.storage import AlreadyExists, Store, open_store
+from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +85,27 @@ def discover(
     Rejected items (unknown genre, no preview, a skipped playlist) go straight into the
     catalog so a person can see them; they are re-evaluated each run (a genre added to
     the config makes its inbox folder count) but recorded again only if their reason
-    changed.
+    changed. A key in label conflict that its source no longer holds is recorded
+    ``removed``, which resolves the conflict when the keys left agree on one genre.
     """
     store = open_store(settings.store)
-    seen = catalog.read_catalog(store)
-    settled = seen["status"] != catalog.REJECTED
-    if retry_failed:
-        settled &= seen["status"] != catalog.FAILED
-    skip = set(seen.loc[settled, "key"])
+    known = catalog.read_versioned(store)
+    seen = known[0]
+    again = {catalog.REJECTED, catalog.REMOVED} | ({catalog.FAILED} if retry_failed else set())
+    skip = set(seen.loc[~seen["status"].isin(again), "key"])
     tracks: list[TrackRef] = []
     rejected: list[dict] = []
+    listed: dict[str, Discovery] = {}
     for name, source in make_sources(settings, sources).items():
-        result = source.discover()
+        listed[name] = result = source.discover()
         tracks += result.tracks
         rejected += [_record(_rejected_ref(name, item), run_id, status=catalog.REJECTED,
                              reason=item["reason"]) for item in result.rejected]
     new = [t for t in tracks if t.key not in skip]
     capped = new[:max_new]
-    recorded = _record_rejections(store, seen, rejected, {t.key for t in tracks})
+    present = {t.key for t in tracks} | {r["key"] for r in rejected}
+    gone = _gone_conflicts(seen, listed, present)
+    recorded = _record_discovery(store, known, rejected, {t.key for t in tracks}, gone, run_id)
     log.info(
         "discover: %d candidates, %d already in the catalog, %d new, %d taken (cap %d), "
         "%d rejected (%d newly recorded in the catalog)",
@@ -116,10 +123,17 @@ def _rejected_ref(source: str, item: dict) -> TrackRef:
     return TrackRef(source, item["source_id"], item.get("genre", ""), name=item.get("name", ""))
 
 
-def _record_rejections(store: Store, seen, rejected: list[dict], candidates: set[str]) -> int:
-    """Write rejections that are new or whose reason changed, the first per key (a track
-    can be refused twice in one run); never over a settled key or a candidate (a Spotify
-    track rejected as a cross-playlist duplicate is also a candidate)."""
+def _gone_conflicts(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
+    """Keys in label conflict that a complete listing of their source no longer holds."""
+    complete = [name for name, found in listed.items() if found.complete]
+    rows = seen[(seen["status"] == catalog.CONFLICT) & seen["source"].isin(complete)]
+    return sorted(set(rows["key"]) - present)
+
+
+def _fresh_rejections(seen, rejected: list[dict], candidates: set[str]) -> list[dict]:
+    """Rejections that are new or whose reason changed, the first per key (a track can be
+    refused twice in one run); never over a settled key or a candidate (a Spotify track
+    rejected as a cross-playlist duplicate is also a candidate)."""
     known = dict(zip(seen["key"], zip(seen["status"], seen["reason"], strict=True),
                      strict=True))
     fresh: dict[str, dict] = {}
@@ -129,9 +143,31 @@ def _record_rejections(store: Store, seen, rejected: list[dict], candidates: set
             continue
         if status is None or (status == catalog.REJECTED and reason != record["reason"]):
             fresh[record["key"]] = record
-            log.warning("rejected %s: %s", record["key"], record["reason"])
-    catalog.record_all(store, list(fresh.values()), known=seen)
-    return len(fresh)
+    return list(fresh.values())
+
+
+def _record_discovery(store: Store, known, rejected: list[dict], candidates: set[str],
+                       gone: list[str], run_id: str) -> int:
+    """Record fresh rejections and conflicting keys gone from their source, and settle the
+    conflicts that leaves; the number of rejections recorded."""
+    written: list[dict] = []
+
+    def change(table):
+        written[:] = _fresh_rejections(table, rejected, candidates)
+        removed = table["key"].isin(gone) & (table["status"] == catalog.CONFLICT)
+        table.loc[removed, ["status", "run_id"]] = [catalog.REMOVED, run_id]
+        table.loc[removed, "reason"] = "removed from its source while in label conflict"
+        merged = catalog.merge_records(table, written)
+        settled = catalog.settle_labels(merged)
+        return merged if written or removed.any() or settled else None
+
+    catalog.update(store, change, known)
+    for record in written:
+        log.warning("rejected %s: %s", record["key"], record["reason"])
+    for key in gone:
+        log.warning("removed %s: no longer at its source; its label conflict is re-evaluated",
+                    key)
+    return len(written)
 
 
 def _record(ref: TrackRef, run_id: str, **fields) -> dict:
@@ -157,7 +193,10 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
 
     Audio is fetched lazily, as the extractor's pool asks for work, so at most the jobs
     in flight (``IN_FLIGHT_PER_WORKER * workers``, plus the one being handed over) are
-    held in memory, however large the batch.
+    held in memory, however large the batch. A track whose raw audio and features are
+    already stored (an earlier try of this task that failed part-way) is not extracted
+    again. A store or source that stays unreachable through :func:`with_retries` fails
+    the batch (for Airflow to retry), recording nothing against its tracks.
     """
     from genreflow.audio import AudioError
     from genreflow.extraction import extract_many
@@ -165,17 +204,19 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
     started = time.monotonic()
     store = open_store(settings.store)
     known = catalog.read_catalog(store)
-    ok = known[known["status"] == catalog.OK]
-    first_with_sha: dict[str, str] = dict(zip(ok["sha256"], ok["key"], strict=True))
+    audio_known = known[known["status"].isin((catalog.OK, catalog.CONFLICT))]
+    first_with_sha: dict[str, str] = dict(zip(audio_known["sha256"], audio_known["key"],
+                                              strict=True))
     sources = make_sources(settings, sorted({r["source"] for r in batch}))
     refs = {ref.key: ref for ref in map(TrackRef.from_dict, batch)}
     records: dict[str, dict] = {}
     in_flight: dict[str, bytes] = {}
+    reused: list[str] = []
 
     def fetched():
         for key, ref in refs.items():
             try:
-                data = sources[ref.source].fetch(ref)
+                data = with_retries(f"fetch {key}", lambda ref=ref: sources[ref.source].fetch(ref))
             except FetchError as exc:
                 records[key] = _record(ref, run_id, status=catalog.FAILED, reason=str(exc))
                 log.warning("failed %s: %s", key, exc)
@@ -188,6 +229,13 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
                 log.info("duplicate %s: %s", key, reason)
                 continue
             first_with_sha[sha] = key
+            stored = with_retries(f"look up stored features of {key}",
+                                  lambda ref=ref, data=data, sha=sha:
+                                  _stored_track(store, ref, sha, data))
+            if stored:
+                records[key].update(stored)
+                reused.append(key)
+                continue
             in_flight[key] = data
             yield key, data
 
@@ -200,20 +248,40 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
             record.update(status=catalog.FAILED, reason=str(result))
             log.warning("failed %s: %s", key, result)
         else:
-            record.update(_store_track(store, refs[key], record["sha256"], data, result))
+            record.update(with_retries(
+                f"store {key}",
+                lambda key=key, data=data, result=result:
+                _store_track(store, refs[key], records[key]["sha256"], data, result)))
         extracted += 1
         if extracted % 10 == 0:
             log.info("extract: %d tracks extracted, %d of %d fetched", extracted,
                      len(records), len(refs))
     statuses = [r["status"] for r in records.values()]
     log.info(
-        "extract batch: %d tracks in, %d extracted: %d ok, %d failed, %d duplicate, "
-        "%d segments, %.1f s",
-        len(refs), extracted, statuses.count(catalog.OK), statuses.count(catalog.FAILED),
-        statuses.count(catalog.DUPLICATE), sum(r["n_segments"] for r in records.values()),
-        time.monotonic() - started,
+        "extract batch: %d tracks in, %d extracted, %d reused from an earlier try: %d ok, "
+        "%d failed, %d duplicate, %d segments, %.1f s",
+        len(refs), extracted, len(reused), statuses.count(catalog.OK),
+        statuses.count(catalog.FAILED), statuses.count(catalog.DUPLICATE),
+        sum(r["n_segments"] for r in records.values()), time.monotonic() - started,
     )
     return list(records.values())
+
+
+def _track_keys(ref: TrackRef, sha: str, data: bytes) -> tuple[str, str]:
+    """(raw audio key, features key) of one track's audio."""
+    return f"raw/{ref.genre}/{sha}{_raw_suffix(ref, data)}", f"features/{sha[:16]}.parquet"
+
+
+def _stored_track(store: Store, ref: TrackRef, sha: str, data: bytes) -> dict:
+    """The catalog fields of a track whose raw audio and features are both stored already
+    (writes are whole-object, so an existing features file is complete); {} otherwise."""
+    raw_key, features_key = _track_keys(ref, sha, data)
+    if not (store.exists(features_key) and store.exists(raw_key)):
+        return {}
+    n_segments = len(store.read_frame(features_key))
+    log.info("reused %s: features already stored at %s", ref.key, store.location(features_key))
+    return {"status": catalog.OK, "raw_key": raw_key, "features_key": features_key,
+            "n_segments": n_segments}
 
 
 def _store_track(store: Store, ref: TrackRef, sha: str, data: bytes, features) -> dict:
@@ -221,21 +289,20 @@ def _store_track(store: Store, ref: TrackRef, sha: str, data: bytes, features) -
     features of one usable track; the catalog fields that point at them."""
     from genreflow.dataset import track_frame
 
-    track_id = sha[:16]
-    raw_key = f"raw/{ref.genre}/{sha}{_raw_suffix(ref, data)}"
+    raw_key, features_key = _track_keys(ref, sha, data)
     try:
         store.write_bytes(raw_key, data, overwrite=False)
     except AlreadyExists:
         log.info("raw audio %s already stored", raw_key)
-    features_key = f"features/{track_id}.parquet"
-    store.write_frame(features_key, track_frame(track_id, ref.genre, features))
+    store.write_frame(features_key, track_frame(sha[:16], ref.genre, features))
     return {"status": catalog.OK, "raw_key": raw_key, "features_key": features_key,
             "n_segments": int(len(features))}
 
 
 def _settle_duplicates(table, records: list[dict]) -> None:
     """Mapped batches run in parallel, so the same audio can be ok in two of them: keep
-    the one already in the catalog, else the first by key; mark the rest duplicate."""
+    the one already in the catalog, else the first by key; mark the rest duplicate
+    (:func:`catalog.settle_labels` then turns those of another genre into conflicts)."""
     mine = {r["key"] for r in records}
     earlier = table[(table["status"] == catalog.OK) & ~table["key"].isin(mine)]
     first_with_sha = dict(zip(earlier["sha256"], earlier["key"], strict=True))
@@ -252,29 +319,41 @@ def _settle_duplicates(table, records: list[dict]) -> None:
 def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict:
     """Record the run in the catalog and build the training snapshot of every ok track.
 
-    The snapshot is keyed by a fingerprint of its track ids: when no ok track was added,
-    the existing snapshot is reused without reading any features file.
+    The catalog is updated with compare-and-swap, so a run beside this one loses nothing.
+    Tracks in label conflict are left out. The snapshot is keyed by a fingerprint of its
+    track ids and genres: when no ok track was added or relabelled, the existing snapshot
+    is reused without reading any features file. Each segment's genre is the catalog's
+    (features depend on the audio only).
     """
     import pandas as pd
 
     store = open_store(settings.store)
     records = [r for batch in batches for r in batch]
-    known = catalog.read_catalog(store)
-    _settle_duplicates(known, records)
-    table = catalog.record_all(store, records, known=known)
+
+    def change(table):
+        mine = [dict(r) for r in records]
+        _settle_duplicates(table, mine)
+        merged = catalog.merge_records(table, mine)
+        return merged if catalog.settle_labels(merged) or mine else None
+
+    table = catalog.update(store, change)
+    for row in catalog.conflicts(table):
+        log.warning("conflict %s (%s): %s", row["key"], row["genre"], row["reason"])
     ok = table[table["status"] == catalog.OK].sort_values("track_id")
     if ok.empty:
         raise NoUsableTracks(
             "no track can be used for training: the catalog has no ok tracks "
             f"({len(table)} recorded; see {store.location(catalog.CATALOG_KEY)})"
         )
-    fingerprint = hashlib.sha256("\n".join(ok["track_id"]).encode()).hexdigest()[:16]
+    labelled = "\n".join(f"{t}\t{g}" for t, g in zip(ok["track_id"], ok["genre"], strict=True))
+    fingerprint = hashlib.sha256(labelled.encode()).hexdigest()[:16]
     key = f"snapshots/{fingerprint}.parquet"
     n_segments = int(ok["n_segments"].astype(int).sum())
     if store.exists(key):
         log.info("snapshot %s already exists: reused", store.location(key))
     else:
-        snapshot = pd.concat([store.read_frame(k) for k in ok["features_key"]],
+        snapshot = pd.concat([store.read_frame(k).assign(genre=g) for k, g in
+                              zip(ok["features_key"], ok["genre"], strict=True)],
                              ignore_index=True)
         n_segments = len(snapshot)
         store.write_frame(key, snapshot)

@@ -64,6 +64,7 @@ def check(
     would choke on fails the run now, with the reason, and is not retried.
     ``previous_key``: snapshot to measure drift against; default the champion's.
     """
+    from genreflow.catalog import conflicts, read_catalog
     from genreflow.checks import load_policy, raise_on_failures, run_checks
     from genreflow.storage import KeyNotFound
 
@@ -78,7 +79,7 @@ def check(
         except KeyNotFound:
             log.warning("previous snapshot %s is gone; no drift check", previous_key)
     report = run_checks(table, settings.genres, load_policy(settings.home / CHECKS_POLICY),
-                        previous)
+                        previous, label_conflicts=conflicts(read_catalog(store)))
     report["previous_snapshot_key"] = previous_key if previous is not None else None
     key = f"{run_dir(run_id)}/{CHECKS_FILE}"
     store.write_json(key, report)
