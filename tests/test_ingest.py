@@ -13,6 +13,7 @@ from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
 from genreflow import catalog, extraction
 from genreflow.config import Settings
+from genreflow.dataset import write_valid_table
 from genreflow.errors import PermanentError
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError
@@ -279,7 +280,9 @@ def test_same_audio_under_two_genres_is_a_conflict_until_one_is_removed(
 
     # the checks report lists them and warns
     store.write_frame("snapshots/checked.parquet", make_table())
-    checked = training.check(settings, {"snapshot_key": "snapshots/checked.parquet"}, "r2")
+    write_valid_table(make_table(prefix="v"), tmp_path / "valid.csv")
+    checked = training.check(dataclasses.replace(settings, valid_csv=str(tmp_path / "valid.csv")),
+                             {"snapshot_key": "snapshots/checked.parquet"}, "r2")
     report = store.read_json(checked["report_key"])
     assert {(c["key"], c["genre"]) for c in report["label_conflicts"]} == {
         ("inbox:classical/classical_000.wav", "classical"), ("inbox:metal/zz_same.wav", "metal"),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from genreflow.sources.base import SourceUnavailable
-from genreflow.storage import KeyNotFound, StoreError, WriteConflict
+from genreflow.storage import KeyNotFound, PermanentStoreError, StoreError, WriteConflict
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ T = TypeVar("T")
 
 def is_transient(exc: BaseException) -> bool:
     """A store or source that could not be reached, as opposed to an answer about the data
-    (a missing key, a lost compare-and-swap) that the same request would get again."""
-    if isinstance(exc, KeyNotFound | WriteConflict):
+    (a missing key, a lost compare-and-swap, a refused credential) that the same request
+    would get again."""
+    if isinstance(exc, KeyNotFound | WriteConflict | PermanentStoreError):
         return False
     return isinstance(exc, StoreError | SourceUnavailable)
 
