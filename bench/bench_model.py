@@ -18,42 +18,21 @@ import logging
 import sys
 import time
 import tracemalloc
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from genreflow.evaluation import song_genres, song_probabilities, song_votes
 from genreflow.features.names import FEATURE_NAMES
-from genreflow.model import ModelConfig, fit_model
-from genreflow.selection import cv_splits, grouped_cv
+from genreflow.model import candidates, fit_model, variants
+from genreflow.selection import cv_splits, select
 
 OUT = Path(__file__).resolve().parent / "out"
-PLAIN = ModelConfig(classifier="logreg", C=0.1, generate=False, smote=False, cluster=False)
-FULL = replace(PLAIN, generate=True, smote=True, cluster=True)
-
-ABLATION: dict[str, ModelConfig] = {
-    "plain logreg C=0.1": PLAIN,
-    "+ SMOTE": replace(PLAIN, smote=True),
-    "+ cluster one-hot": replace(PLAIN, cluster=True),
-    "+ generated": replace(PLAIN, generate=True),
-    "+ generated C=0.03": replace(PLAIN, generate=True, C=0.03),
-    "+ generated C=0.3": replace(PLAIN, generate=True, C=0.3),
-    "full (gen+SMOTE+cluster one-hot)": FULL,
-    "full C=0.03": replace(FULL, C=0.03),
-    "full cluster ordinal": replace(FULL, cluster_encoding="ordinal"),
-    "full gen_keep=1000": replace(FULL, gen_keep=1000),
-    "full gen_keep=1000 k=30": replace(FULL, gen_keep=1000, gen_k=30),
-    "full all candidates (exp kept)": replace(FULL, gen_rank_distinct=False),
-    "gen_keep=1000 no SMOTE/cluster": replace(PLAIN, generate=True, gen_keep=1000),
-    "full logreg C=1": replace(FULL, C=1.0),
-    "plain logreg C=1": replace(PLAIN, C=1.0),
-    "plain extra_trees": replace(PLAIN, classifier="extra_trees"),
-    "full extra_trees": replace(FULL, classifier="extra_trees"),
-    "plain random_forest": replace(PLAIN, classifier="random_forest"),
-    "plain hist_gb (100 it)": replace(PLAIN, classifier="hist_gb", n_estimators=100),
-    "default ModelConfig()": ModelConfig(),
-}
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ABLATION: dict[str, dict] = {**candidates(), **variants()}
+OLD_DEFAULT = "old default: raw | generated + SMOTE + cluster | logreg C=0.03"
+BOOTSTRAP = 500
 
 
 def cached_features(audio: Path, workers: int) -> pd.DataFrame:
@@ -78,34 +57,85 @@ def synthetic_audio(tracks_per_genre: int) -> Path:
     return folder
 
 
-def peak_fit(table: pd.DataFrame, config: ModelConfig, workers: int) -> tuple[float, float]:
-    """(seconds, peak MiB) of one fit on ``table``."""
-    tracemalloc.start()
-    started = time.perf_counter()
-    fit_model(table, config, workers)
-    seconds = time.perf_counter() - started
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return seconds, peak
+def track_means(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per track: the mean of its segments' features (track-level statistics)."""
+    means = table.groupby("track_id")[FEATURE_NAMES].mean()
+    genre = table.groupby("track_id")["genre"].first()
+    return means.assign(genre=genre).reset_index()[["track_id", "genre", *FEATURE_NAMES]]
 
 
-def ablation(table: pd.DataFrame, names: list[str], workers: int, repeats: int) -> list[dict]:
-    """Each row scored on the same ``repeats`` x 5 grouped folds (different shuffles);
-    the difference to the first row is paired by fold (mean +- standard error)."""
-    splits = [s for seed in range(repeats) for s in cv_splits(table, 5, seed)]
+class Outcome:
+    """Predictions of one fitted model on one test table, scorable on any resample of
+    its songs: segment ROC-AUC ovo, song accuracy by soft vote and by majority vote."""
+
+    def __init__(self, model, test: pd.DataFrame):
+        proba = model.predict_proba(test[FEATURE_NAMES])
+        classes = [str(c) for c in model.classes_]
+        self.songs = test["track_id"].to_numpy()
+        self.y = test["genre"].astype(str).to_numpy()
+        self.present = sorted(set(self.y))
+        scores = proba[:, [classes.index(c) for c in self.present]]
+        self.scores = scores / scores.sum(axis=1, keepdims=True)
+        truth = test.groupby("track_id")["genre"].first().astype(str)
+        soft = song_genres(song_probabilities(self.songs, proba, classes))
+        votes = song_votes(self.songs, np.asarray(classes)[proba.argmax(axis=1)])
+        self.song_ids = truth.index.to_numpy()
+        self.soft_ok = (soft.loc[self.song_ids] == truth).to_numpy()
+        self.vote_ok = (votes.loc[self.song_ids] == truth).to_numpy()
+
+    def metrics(self, songs: np.ndarray | None = None) -> np.ndarray:
+        """(auc, soft, majority) on the songs at positions ``songs`` (default: all)."""
+        from sklearn.metrics import roc_auc_score
+
+        songs = np.arange(len(self.song_ids)) if songs is None else songs
+        rows = np.concatenate([np.flatnonzero(self.songs == self.song_ids[i]) for i in songs])
+        y = self.y[rows]
+        auc = (roc_auc_score(y, self.scores[rows], multi_class="ovo", labels=self.present)
+               if len(set(y)) == len(self.present) else np.nan)
+        return np.array([auc, self.soft_ok[songs].mean(), self.vote_ok[songs].mean()])
+
+
+METRICS = ("roc_auc_ovo", "song_acc_soft", "song_acc_majority")
+
+
+def cross_domain(train: pd.DataFrame, test: pd.DataFrame, names: list[str]) -> list[dict]:
+    """Fit on ``train``, score on ``test``; standard errors by bootstrap over test songs
+    (the same resamples for every row, so differences to the first row are paired)."""
+    n_songs = test["track_id"].nunique()
+    draws = np.random.default_rng(0).integers(0, n_songs, size=(BOOTSTRAP, n_songs))
     rows, first = [], None
     for name in names:
-        scores = grouped_cv(table, ABLATION[name], workers, splits)
-        _, peak = peak_fit(table, ABLATION[name], workers)
-        aucs = np.array([f["roc_auc_ovo"] for f in scores["folds"]])
-        first = aucs if first is None else first
-        diff = aucs - first  # paired: same folds, so fold-to-fold noise cancels
-        rows.append({"config": name, "roc_auc_ovo": scores["roc_auc_ovo"],
-                     "d_auc_vs_row1": f"{diff.mean():+.4f} +- {diff.std() / len(diff) ** 0.5:.4f}",
-                     "song_accuracy": scores["song_accuracy"],
-                     "fit_s": round(scores["fit_seconds"], 2), "peak_MiB": round(peak)})
-        print(rows[-1], flush=True)
+        outcome = Outcome(fit_model(train, ABLATION[name]), test)
+        point = outcome.metrics()
+        boot = np.array([outcome.metrics(d) for d in draws])
+        first = boot if first is None else first
+        rows.append(row(name, point, np.nanstd(boot, axis=0), np.nanstd(boot - first, axis=0),
+                        point - (rows[0]["_point"] if rows else point)))
+        print(rows[-1]["config"], rows[-1]["roc_auc_ovo"], rows[-1]["song_acc_soft"], flush=True)
     return rows
+
+
+def in_domain(table: pd.DataFrame, names: list[str], repeats: int) -> list[dict]:
+    """Grouped CV, 5 folds (fewer if a genre has fewer tracks) x ``repeats`` shuffles,
+    the same folds for every row; standard errors from the fold spread."""
+    splits = cv_splits(table, 5, repeats)
+    rows, first = [], None
+    for name in names:
+        folds = np.array([Outcome(fit_model(table.iloc[a], ABLATION[name]),
+                                  table.iloc[b]).metrics() for a, b in splits])
+        first = folds if first is None else first
+        n = len(folds) ** 0.5
+        rows.append(row(name, folds.mean(axis=0), folds.std(axis=0) / n,
+                        (folds - first).std(axis=0) / n, (folds - first).mean(axis=0)))
+        print(rows[-1]["config"], rows[-1]["roc_auc_ovo"], rows[-1]["song_acc_soft"], flush=True)
+    return rows
+
+
+def row(name: str, point, se, diff_se, diff) -> dict:
+    cells = {m: f"{p:.3f} +- {s:.3f}" for m, p, s in zip(METRICS, point, se, strict=True)}
+    return {"config": name, **cells,
+            "d_auc_vs_row1": f"{diff[0]:+.3f} +- {diff_se[0]:.3f}",
+            "d_song_soft_vs_row1": f"{diff[1]:+.3f} +- {diff_se[1]:.3f}", "_point": point}
 
 
 def imbalanced(table: pd.DataFrame, keep: int) -> pd.DataFrame:
@@ -117,33 +147,47 @@ def imbalanced(table: pd.DataFrame, keep: int) -> pd.DataFrame:
 
 
 def synthetic_rows(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """``n`` feature rows drawn per genre from the real table's mean and std, 6 per track."""
+    """``n`` feature rows drawn per genre from the real table's mean and std, 10 per track
+    (power features stay positive: drawn in dB, as the model sees them)."""
+    from genreflow.compression import POWER_FEATURES
+
     rng = np.random.default_rng(seed)
-    stats = table.groupby("genre")[FEATURE_NAMES].agg(["mean", "std"])
-    genres = rng.choice(stats.index.to_numpy(), n)
+    real = table.copy()
+    power = list(POWER_FEATURES)
+    real[power] = np.log10(np.maximum(real[power].to_numpy(), 1e-10))
+    stats = real.groupby("genre")[FEATURE_NAMES].agg(["mean", "std"])
+    genres = np.repeat(rng.choice(stats.index.to_numpy(), -(-n // 10)), 10)[:n]
     mean = stats.xs("mean", axis=1, level=1).loc[genres].to_numpy()
     std = stats.xs("std", axis=1, level=1).loc[genres].to_numpy()
     frame = pd.DataFrame(mean + std * rng.standard_normal(mean.shape), columns=FEATURE_NAMES)
+    frame[power] = 10.0 ** frame[power]
     frame.insert(0, "genre", genres)
-    frame.insert(0, "track_id", [f"t{i // 6}" for i in range(n)])
+    frame.insert(0, "track_id", [f"t{i // 10}" for i in range(n)])
     return frame
 
 
 def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
-    """Fit cost of the default pipeline and of the study's full one."""
+    """Time of the train step (bounded selection + one fit on all rows) at ``sizes``."""
     rows = []
     for n in sizes:
         data = synthetic_rows(table, n)
-        for name, config in (("default", ModelConfig()), ("full", FULL)):
-            seconds, peak = peak_fit(data, config, workers)
-            rows.append({"segments": n, "config": name, "fit_s": round(seconds, 1),
-                         "peak_MiB": round(peak)})
-            print(rows[-1], flush=True)
+        tracemalloc.start()
+        started = time.perf_counter()
+        name, record = select(data, workers)
+        selected = time.perf_counter() - started
+        fit_model(data, ABLATION[name])
+        total = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        rows.append({"segments": n, "searched_segments": record["n_segments"],
+                     "select_s": round(selected), "train_step_s": round(total),
+                     "peak_MiB": round(peak), "chosen": name})
+        print(rows[-1], flush=True)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    head = list(rows[0])
+    head = [k for k in rows[0] if not k.startswith("_")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
     return "\n".join(lines)
@@ -151,28 +195,45 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audio", type=Path, help="labelled clips <genre>/<file>")
-    parser.add_argument("--synth-tracks", type=int, default=9, help="synthetic tracks a genre")
-    parser.add_argument("--configs", default=",".join(ABLATION),
-                        help="comma-separated ablation rows (default: all)")
-    parser.add_argument("--scaling", default="", help="e.g. 10000,50000,100000")
+    parser.add_argument("--protocol", default="ood",
+                        choices=("ood", "cv", "scaling"),
+                        help="ood: both cross-source directions + grouped CV in each; "
+                             "cv: grouped CV on --audio only; scaling: train-step time")
+    parser.add_argument("--audio", type=Path, help="labelled clips <genre>/<file> (cv)")
+    parser.add_argument("--configs", default=",".join([OLD_DEFAULT, *ABLATION.keys() - {
+                        OLD_DEFAULT}]), help="comma-separated rows (default: the old default, "
+                        "then every candidate and variant)")
+    parser.add_argument("--unit", choices=("segment", "track"), default="segment",
+                        help="track: one row per song, the mean of its segments")
+    parser.add_argument("--sizes", default="10000,50000,100000", help="scaling: segments")
     parser.add_argument("--imbalance", type=int, default=0,
                         help="keep only this many tracks of every second genre")
-    parser.add_argument("--repeats", type=int, default=3, help="shuffles of the 5 folds")
+    parser.add_argument("--repeats", type=int, default=2, help="shuffles of the CV folds")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    audio = args.audio or synthetic_audio(args.synth_tracks)
-    table = cached_features(audio, args.workers)
-    if args.imbalance:
-        table = imbalanced(table, args.imbalance)
-    print(f"{audio}: {table['track_id'].nunique()} tracks, {len(table)} segments, "
-          f"{table['genre'].nunique()} genres", flush=True)
     names = [n for n in args.configs.split(",") if n]
-    if names:
-        print(markdown(ablation(table, names, args.workers, args.repeats)))
-    if args.scaling:
-        print(markdown(scaling(table, [int(n) for n in args.scaling.split(",")], args.workers)))
+    unit = track_means if args.unit == "track" else (lambda t: t)
+    if args.protocol == "cv":
+        table = cached_features(args.audio or synthetic_audio(9), args.workers)
+        table = unit(imbalanced(table, args.imbalance) if args.imbalance else table)
+        print(markdown(in_domain(table, names, args.repeats)))
+        return 0
+    gtzan = cached_features(DATA / "gtzan-excerpts", args.workers)
+    if args.protocol == "scaling":
+        print(markdown(scaling(gtzan, [int(n) for n in args.sizes.split(",")], args.workers)))
+        return 0
+    ood = cached_features(DATA / "ood-clips", args.workers)
+    shared = sorted(set(gtzan["genre"]) & set(ood["genre"]))
+    gtzan, ood = (unit(t[t["genre"].isin(shared)].reset_index(drop=True)) for t in (gtzan, ood))
+    for title, rows in (
+        ("train gtzan-excerpts -> test ood-clips", lambda: cross_domain(gtzan, ood, names)),
+        ("train ood-clips -> test gtzan-excerpts", lambda: cross_domain(ood, gtzan, names)),
+        ("grouped CV inside gtzan-excerpts", lambda: in_domain(gtzan, names, args.repeats)),
+        ("grouped CV inside ood-clips", lambda: in_domain(ood, names, args.repeats)),
+    ):
+        print(f"\n### {title} ({len(shared)} shared genres, unit: {args.unit})\n")
+        print(markdown(rows()), flush=True)
     return 0
 
 

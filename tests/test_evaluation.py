@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,8 +11,8 @@ from genreflow import registry
 from genreflow.checks import CheckFailed
 from genreflow.config import load_settings
 from genreflow.dataset import write_valid_table
-from genreflow.evaluation import evaluate, song_votes
-from genreflow.selection import CANDIDATES
+from genreflow.evaluation import evaluate, song_genres, song_probabilities, song_votes
+from genreflow.model import candidates
 from genreflow.storage import LocalStore
 from genreflow.tasks import training
 
@@ -23,6 +25,15 @@ def test_song_votes_by_hand():
     votes = song_votes(np.array(["s1", "s1", "s1", "s2", "s2"]),
                        np.array(["jazz", "rock", "rock", "pop", "blues"]))
     assert votes.to_dict() == {"s1": "rock", "s2": "blues"}  # a tie goes to the first name
+
+
+def test_soft_vote_by_hand():
+    """The song decision of validation and of `genreflow predict`: mean probabilities."""
+    proba = np.array([[0.6, 0.4], [0.0, 1.0], [0.6, 0.4],  # s1: 2 of 3 votes for jazz ...
+                      [0.5, 0.5], [0.5, 0.5]])              # s2: a tie
+    songs = song_probabilities(["s1", "s1", "s1", "s2", "s2"], proba, ["jazz", "rock"])
+    np.testing.assert_allclose(songs.loc["s1"], [0.4, 0.6])
+    assert song_genres(songs).to_dict() == {"s1": "rock", "s2": "jazz"}  # ... rock by mean
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,8 @@ def steps_run(tmp_path_factory, genres_config):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GENREFLOW_CONFIG", str(genres_config))
         patch.setenv("GENREFLOW_WORKERS", "1")
-        settings = load_settings(store=str(root / "store"), valid_csv=str(root / "valid.csv"))
+        settings = load_settings(store=str(root / "store"), valid_csv=str(root / "valid.csv"),
+                                 inbox=str(root / "inbox"))
     snapshot = {"snapshot_key": "snapshots/new.parquet", "fingerprint": "f", "n_tracks": 9}
     checked = training.check(settings, snapshot, "manual__1")
     trained = training.train(settings, snapshot, "manual__1")
@@ -69,13 +81,25 @@ def test_check_step_fails_on_too_few_tracks(steps_run):
 
 
 def test_train_step_records_the_cv_selection(steps_run):
-    config = steps_run["trained"]["config"]
-    selection = config["selection"]
-    assert selection["n_splits"] == 3
-    assert len(selection["candidates"]) == len(CANDIDATES)
+    trained = steps_run["trained"]
+    selection = trained["config"]["selection"]
+    assert selection["n_splits"] == 3 * 2  # 3 grouped folds x 2 shuffles
+    assert [c["name"] for c in selection["candidates"]] == list(candidates())
     chosen = selection["candidates"][selection["chosen"]]
-    assert chosen["roc_auc_ovo"] == max(c["roc_auc_ovo"] for c in selection["candidates"])
-    assert {k: v for k, v in config.items() if k != "selection"} == chosen["config"]
+    assert trained["model_name"] == chosen["name"]
+    assert trained["cv_roc_auc_ovo"] == chosen["roc_auc_ovo"]
+    assert trained["cv_roc_auc_ovo_std"] == chosen["roc_auc_ovo_std"]
+    assert trained["n_training_segments"] == len(steps_run["table"]) == 45
+    assert list(trained["config"]["steps"]) == ["compress", "generate", "scale", "smote",
+                                                "cluster", "classifier"]
+    assert trained["synthetic_demo"] is False  # its inbox is not var/demo/inbox
+
+
+def test_the_demo_inbox_is_recognised(steps_run):
+    settings = steps_run["settings"]
+    demo = replace(settings, inbox=f"file://{settings.demo_dir}/inbox")
+    assert training.is_demo_inbox(demo) and not training.is_demo_inbox(settings)
+    assert not training.is_demo_inbox(replace(settings, inbox="s3://bucket/inbox"))
 
 
 def test_validate_step_metrics_and_report_files(steps_run):

@@ -1,23 +1,33 @@
-"""The one pipeline: SMOTE at fit only, determinism, selection by grouped CV, safe save."""
+"""The one pipeline: fixed steps, one definition of candidates, SMOTE at fit only,
+determinism, bounded grouped-CV selection with the one-standard-error rule, safe save,
+and sklearn's estimator checks for our transformers."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import skops.io as sio
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from genreflow import registry
+from genreflow.cluster import ClusterFeature
+from genreflow.compression import POWER_FEATURES, PowerToDb
 from genreflow.evaluation import evaluate
 from genreflow.features.names import FEATURE_NAMES
-from genreflow.model import ModelConfig, build_model, fit_config, fit_model
-from genreflow.selection import CANDIDATES, cv_splits, select_config
+from genreflow.generation import FeatureGenerator
+from genreflow.model import DEFAULT, STEPS, build_model, candidates, fit_model, small_data_params
+from genreflow.selection import cv_splits, one_standard_error, select, track_sample
 from genreflow.trusted_types import TRUSTED_TYPES
 
 GENRES = ("classical", "metal", "electronic")
 SHIFT = {c: 2.5 for c in range(0, 40, 4)}
-FAST = replace(ModelConfig(), smote=True, cluster=True, cluster_n_init=2, gen_keep=50)
+FAST = {"generate__n_keep": 50, "cluster__n_init": 2}
+
+
+@parametrize_with_checks([PowerToDb(columns=None), FeatureGenerator(k=3, n_keep=5),
+                          ClusterFeature(n_clusters=2, n_init=1)])
+def test_transformers_pass_sklearn_estimator_checks(estimator, check):
+    check(estimator)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +41,38 @@ def tables():
     return train.reset_index(drop=True), valid
 
 
+def test_power_features_become_decibels():
+    X = np.array([[1.0, 100.0, -3.0], [1e-3, 0.0, 5.0]])
+    out = PowerToDb(columns=[0, 1], floor=1e-10).fit(X).transform(X)
+    np.testing.assert_allclose(out, [[0.0, 20.0, -3.0], [-30.0, -100.0, 5.0]])
+    assert set(POWER_FEATURES) == {n for n in FEATURE_NAMES if n.startswith(("mel", "rms_"))}
+    assert len(POWER_FEATURES) == 2 + 2 * 128
+    with pytest.raises(ValueError, match="floor"):
+        PowerToDb(floor=0).fit(X)
+    with pytest.raises(ValueError, match="indices below 3"):
+        PowerToDb(columns=[3]).fit(X)
+    with pytest.raises(TypeError):
+        PowerToDb([0])  # keyword-only, like scikit-learn's own estimators
+
+
+def test_every_candidate_is_the_base_pipeline_with_its_params():
+    """One definition: the grid's entries are the candidates' set_params, in order, and
+    every candidate builds the same fixed steps."""
+    pool = candidates()
+    assert next(iter(pool)) == DEFAULT
+    for name, params in pool.items():
+        model = build_model(params)
+        assert [n for n, _ in model.steps] == list(STEPS), name
+        for key, value in params.items():
+            got = model.get_params()[key]
+            assert (got == value if isinstance(value, str)
+                    else got.get_params() == value.get_params()), (name, key)
+    assert [n for n, _ in build_model().steps] == list(STEPS)
+
+
 def test_smote_runs_at_fit_only(tables):
     train, valid = tables
     model = fit_model(train, FAST)
-    assert [n for n, _ in model.steps] == ["generate", "scale", "smote", "cluster", "classifier"]
     # fit oversampled electronic from 10 to 20 segments ...
     added = {g: n for g, n in model.named_steps["smote"].sampling_strategy_.items() if n}
     assert added == {"electronic": 10}
@@ -52,44 +90,59 @@ def test_same_seed_same_metrics(tables):
 
 
 def test_small_training_sets_shrink_smote_and_clusters():
-    y = np.array(["a"] * 3 + ["b"] * 7)
-    config = fit_config(ModelConfig(smote=True, n_clusters=20), y)
-    assert config.smote_k_neighbors == 2 and config.smote and config.n_clusters == 10
-    assert not fit_config(ModelConfig(smote=True), np.array(["a", "b", "b"])).smote
+    model = build_model({"cluster__n_clusters": 20})
+    assert small_data_params(model, np.array(["a"] * 3 + ["b"] * 7)) == {
+        "smote__k_neighbors": 2, "cluster__n_clusters": 10}
+    assert small_data_params(model, np.array(["a", "b", "b"]))["smote"] == "passthrough"
+    assert small_data_params(build_model(), np.array(["a"] * 6 + ["b"] * 6)) == {}
 
 
-def test_selection_is_grouped_by_track_and_records_scores(tables):
+def test_one_standard_error_rule_prefers_the_first_candidate():
+    stds = np.array([0.02, 0.02, 0.02])
+    # 4 scores: s.e. of the best is 0.01; 0.905 is within it, so the first wins
+    assert one_standard_error(np.array([0.905, 0.91, 0.80]), stds, 4) == 0
+    assert one_standard_error(np.array([0.85, 0.91, 0.905]), stds, 4) == 1
+    assert one_standard_error(np.array([0.85, 0.80, 0.91]), stds, 4) == 2
+
+
+def test_selection_is_grouped_bounded_and_records_scores(tables):
     train, _ = tables
-    for fit_rows, test_rows in cv_splits(train):
+    splits = cv_splits(train)
+    assert len(splits) == 2 * 2  # electronic has 2 tracks: 2 folds x 2 shuffles
+    for fit_rows, test_rows in splits:
         assert not set(train["track_id"].iloc[fit_rows]) & set(train["track_id"].iloc[test_rows])
-    candidates = (FAST, replace(FAST, C=10.0))
-    config, selection = select_config(train, candidates=candidates)
-    assert selection["n_splits"] == 2  # electronic has 2 tracks
-    scores = [c["roc_auc_ovo"] for c in selection["candidates"]]
-    assert config == candidates[int(np.argmax(scores))] == candidates[selection["chosen"]]
+    names = list(candidates())[:2]
+    name, record = select(train, names=names)
+    scores = [(c["roc_auc_ovo"], c["roc_auc_ovo_std"]) for c in record["candidates"]]
+    assert [c["name"] for c in record["candidates"]] == names
+    assert name == names[record["chosen"]] == names[one_standard_error(
+        *map(np.array, zip(*scores, strict=True)), len(splits))]
+    assert record["n_segments"] == len(train)
     one_track = train[train["track_id"] != "telectronic1"]
-    assert select_config(one_track, candidates=candidates) == (
-        FAST, {"n_splits": 0, "candidates": []})
+    assert select(one_track, names=names) == (names[0], {
+        "rule": record["rule"], "n_splits": 0, "n_segments": len(one_track),
+        "n_tracks": 9, "candidates": []})
+
+
+def test_track_sample_keeps_whole_tracks_of_every_genre(tables):
+    train, _ = tables
+    sample = track_sample(train, max_rows=30)
+    assert len(sample) <= 30 and set(sample["genre"]) == set(GENRES)
+    per_track = sample.groupby("track_id").size()
+    assert (per_track == 5).all()  # whole tracks only
+    assert track_sample(train, max_rows=10_000) is train
 
 
 def test_trusted_types_are_exactly_what_the_candidates_hold(tables):
     train, valid = tables
     untrusted = set()
-    shapes = {replace(c, C=1.0, n_estimators=5) for c in CANDIDATES}  # one fit per shape
-    for config in shapes:
-        model = fit_model(train, replace(config, cluster_n_init=1, gen_keep=10))
+    for params in candidates().values():
+        small = {"cluster__n_init": 1} if "generate" in params else {
+            "generate__n_keep": 10, "cluster__n_init": 1}
+        model = fit_model(train, {**params, **small})
         data = registry.dump_model(model)
         untrusted |= set(sio.get_untrusted_types(data=data))
         loaded = registry.load_model_bytes(data)
         np.testing.assert_array_equal(loaded.predict_proba(valid[FEATURE_NAMES]),
                                       model.predict_proba(valid[FEATURE_NAMES]))
     assert untrusted == set(TRUSTED_TYPES)
-
-
-def test_steps_can_be_switched_off():
-    plain = build_model(replace(ModelConfig(), generate=False, smote=False, cluster=False))
-    assert [n for n, _ in plain.steps] == ["scale", "classifier"]
-    assert [n for n, _ in build_model().steps] == [
-        "generate", "scale", "smote", "cluster", "classifier"]
-    with pytest.raises(ValueError, match="classifier"):
-        ModelConfig(classifier="catboost")

@@ -16,12 +16,12 @@ from genreflow import cli, registry
 from genreflow.config import Settings
 from genreflow.dataset import track_frame, write_valid_table
 from genreflow.features.names import FEATURE_NAMES
-from genreflow.model import ModelConfig, fit_model
+from genreflow.model import fit_model
 from genreflow.storage import Store, StoreError, WriteConflict, open_store
 from genreflow.tasks import release
 
 GENRES = ("classical", "metal", "electronic")
-TINY = ModelConfig(generate=False, n_clusters=2, cluster_n_init=1)
+TINY = {"generate": "passthrough", "cluster__n_clusters": 2, "cluster__n_init": 1}
 
 
 def random_table(seed: int, tracks_per_genre: int = 4, segments: int = 3):
@@ -279,8 +279,8 @@ def test_rollback_checks_the_target(store_uri, models):
 
 def test_the_default_pipeline_loads_under_the_allow_list():
     """Every type the production pipeline holds must be in genreflow.trusted_types."""
-    model = fit_model(random_table(1), ModelConfig(gen_k=5, gen_keep=20, n_clusters=2,
-                                                   cluster_n_init=1))
+    model = fit_model(random_table(1), {"generate__k": 5, "generate__n_keep": 20,
+                                        "cluster__n_clusters": 2, "cluster__n_init": 1})
     np.testing.assert_array_equal(
         proba(registry.load_model_bytes(registry.dump_model(model))), proba(model)
     )

@@ -86,8 +86,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         if "error" in row:
             print(f"{mark} {row['version']}  BROKEN: {row['error']}")
             continue
+        cv = (f"CV {_number(row['cv_roc_auc_ovo'])} +- {_number(row['cv_roc_auc_ovo_std'])}"
+              if row.get("cv_roc_auc_ovo") is not None else "CV n/a")
         print(f"{mark} {row['version']}  ROC-AUC {_number(row['roc_auc_ovo'])}  song accuracy "
-              f"{_number(row['song_accuracy'])}  {PROMOTED[row['promoted']]}  {row['location']}")
+              f"{_number(row['song_accuracy'])}  {PROMOTED[row['promoted']]}  {row['location']}\n"
+              f"    {row.get('model_name') or 'model n/a'}; {cv}; "
+              f"{row.get('n_training_segments') or 'n/a'} training segments"
+              f"{'; SYNTHETIC demo corpus' if row.get('synthetic_demo') else ''}")
     registry.read_latest(store)  # a broken pointer: rows listed above, then the one-line error
     return 0
 
@@ -148,26 +153,22 @@ def cached_model(store, version: str | None):
 
 
 def predict_file(model, path: Path) -> dict:
-    """Song genre by majority vote of segment predictions, top-3 mean probabilities."""
+    """Song genre by the soft vote evaluation.py validates (mean segment probabilities),
+    with the probability of every genre, largest first."""
     import numpy as np
     import pandas as pd
 
-    from genreflow.evaluation import song_votes
+    from genreflow.evaluation import song_genres, song_probabilities
     from genreflow.extraction import extract_audio_features
     from genreflow.features.names import FEATURE_NAMES
 
     features = pd.DataFrame(extract_audio_features(path, str(path)), columns=FEATURE_NAMES)
     proba = model.predict_proba(features)
-    classes = np.asarray(model.classes_).astype(str)
-    predicted = classes[proba.argmax(axis=1)]
-    genre = song_votes(np.zeros(len(predicted)), predicted).iloc[0]
-    mean = proba.mean(axis=0)
-    top = np.argsort(-mean, kind="stable")[:3]
+    song = song_probabilities(np.zeros(len(proba)), proba, model.classes_)
+    ranked = song.iloc[0].sort_values(ascending=False, kind="stable")
     return {
-        "file": str(path), "genre": str(genre), "segments": int(len(predicted)),
-        "votes": int((predicted == genre).sum()),
-        "top3": [{"genre": str(classes[i]), "probability": round(float(mean[i]), 6)}
-                 for i in top],
+        "file": str(path), "genre": str(song_genres(song).iloc[0]), "segments": len(proba),
+        "probabilities": {str(g): round(float(p), 6) for g, p in ranked.items()},
     }
 
 
@@ -179,6 +180,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     version, manifest, model = cached_model(store, args.version)
     if manifest.get("feature_names", FEATURE_NAMES) != FEATURE_NAMES:
         raise registry.RegistryError(f"model {version} expects other features than this code")
+    if manifest.get("synthetic_demo"):
+        log.warning("model %s was trained on the synthetic demo corpus (`genreflow demo`): "
+                    "its genres say nothing about real music; train on real audio first",
+                    version)
     results, failed = [], 0
     for name in args.files:
         try:
@@ -187,14 +192,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
             print(f"genreflow: error: {name}: {result['error']}", file=sys.stderr)
-        results.append({**result, "version": version})
+        results.append({**result, "version": version,
+                        "synthetic_demo": bool(manifest.get("synthetic_demo"))})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for row in (r for r in results if "error" not in r):
-            top = ", ".join(f"{t['genre']} {t['probability']:.3f}" for t in row["top3"])
-            print(f"{row['file']}: {row['genre']} ({row['votes']}/{row['segments']} segments)"
-                  f"  top-3: {top}")
+            top = ", ".join(f"{g} {p:.3f}" for g, p in list(row["probabilities"].items())[:3])
+            print(f"{row['file']}: {row['genre']} ({row['segments']} segments)  top-3: {top}")
     log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed, version,
              failed)
     return 1 if failed else 0

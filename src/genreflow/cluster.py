@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 ENCODINGS = ("onehot", "ordinal")
@@ -21,7 +24,15 @@ class ClusterFeature(TransformerMixin, BaseEstimator):
     centres of 20k rows are as good as of 100k for 10 clusters).
     """
 
-    def __init__(self, n_clusters: int = 10, n_init: int = 20, encoding: str = "onehot",
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "encoding": [StrOptions(set(ENCODINGS))],
+        "fit_rows": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, *, n_clusters: int = 10, n_init: int = 20, encoding: str = "onehot",
                  fit_rows: int = 20000, random_state: int = 0):
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -29,11 +40,10 @@ class ClusterFeature(TransformerMixin, BaseEstimator):
         self.fit_rows = fit_rows
         self.random_state = random_state
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         from sklearn.cluster import KMeans
 
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         X = validate_data(self, X, reset=True, dtype=np.float64)
         if len(X) > self.fit_rows:
             rng = np.random.default_rng(self.random_state)

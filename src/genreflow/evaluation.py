@@ -1,4 +1,10 @@
-"""Metrics on a validation table: segment ROC-AUC (one-vs-one) and song-level votes."""
+"""Metrics on a validation table: segment ROC-AUC (one-vs-one) and song-level decisions.
+
+A song's genre is the soft vote ``song_genres(song_probabilities(...))``: the genre of
+largest mean segment probability. ``genreflow predict`` calls the same two functions,
+so what is validated is what is served. The soft vote beat the majority vote out of
+domain (bench/RESULTS.md); ``song_votes`` is kept as the benchmark's comparison.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,23 @@ from genreflow.dataset import TableError
 from genreflow.features.names import FEATURE_NAMES
 
 
+def song_probabilities(track_ids, proba: np.ndarray, classes):
+    """Mean segment probability of every class, one row per song (sorted track ids)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.asarray(proba, dtype=np.float64),
+                         columns=[str(c) for c in classes])
+    return frame.groupby(np.asarray(track_ids)).mean()
+
+
+def song_genres(song_proba):
+    """The genre of largest mean probability (ties: the first column; a fitted model's
+    classes are sorted)."""
+    return song_proba.idxmax(axis=1)
+
+
 def song_votes(track_ids: np.ndarray, predicted: np.ndarray):
-    """A song's genre is its most frequent segment prediction (ties: first in sort order)."""
+    """Majority vote: a song's most frequent segment prediction (ties: first in sort order)."""
     import pandas as pd
 
     votes = pd.DataFrame({"track_id": track_ids, "predicted": predicted})
@@ -21,7 +42,7 @@ def song_votes(track_ids: np.ndarray, predicted: np.ndarray):
 def evaluate(model, table) -> dict:
     """Metrics JSON of ``model`` on ``table`` (never used for fitting or tuning).
 
-    Per-genre precision/recall and the confusion matrix are song-level (majority vote),
+    Per-genre precision/recall and the confusion matrix are song-level (soft vote),
     the unit a user sees; the segment-level confusion matrix is kept beside it. With 2
     genres in the table, one-vs-one ROC-AUC is the binary ROC-AUC of the second genre's
     probability renormalised over the two; with fewer there is nothing to compare
@@ -51,7 +72,7 @@ def evaluate(model, table) -> dict:
     roc_auc = (roc_auc_score(y_true == present[1], scores[:, 1]) if len(present) == 2
                else roc_auc_score(y_true, scores, multi_class="ovo", labels=present))
 
-    song_pred = song_votes(table["track_id"].to_numpy(), predicted)
+    song_pred = song_genres(song_probabilities(table["track_id"].to_numpy(), proba, classes))
     song_true = table.groupby("track_id")["genre"].first().loc[song_pred.index].astype(str)
     return {
         "roc_auc_ovo": round(float(roc_auc), 6),

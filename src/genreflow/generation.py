@@ -16,9 +16,11 @@ not filled with copies of one ranking; set it False to rank every candidate.
 from __future__ import annotations
 
 import logging
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,17 @@ class FeatureGenerator(TransformerMixin, BaseEstimator):
     out candidates whose ranks (so H) equal a simpler one's (see the module doc).
     """
 
-    def __init__(self, k: int = 45, n_keep: int = 350, chunk_size: int = 256,
+    _parameter_constraints: dict = {
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "n_keep": [Interval(Integral, 0, None, closed="left")],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "score_rows": [Interval(Integral, 2, None, closed="left")],
+        "keep_original": ["boolean"],
+        "rank_distinct": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, *, k: int = 45, n_keep: int = 350, chunk_size: int = 256,
                  score_rows: int = 20000, keep_original: bool = True,
                  rank_distinct: bool = True, random_state: int = 0):
         self.k = k
@@ -87,6 +99,7 @@ class FeatureGenerator(TransformerMixin, BaseEstimator):
         self.rank_distinct = rank_distinct
         self.random_state = random_state
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         from genreflow.checks import kruskal_columns
 

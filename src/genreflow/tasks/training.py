@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from genreflow import registry
 from genreflow.config import Settings
@@ -89,24 +90,39 @@ def check(
 
 
 def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
-    """Choose the config by CV grouped by track (training data only), then fit it on all."""
-    from genreflow.model import fit_model
-    from genreflow.selection import select_config
+    """Choose the configuration by grouped CV (training data only, bounded), fit it on all."""
+    from genreflow.model import candidates, fit_model
+    from genreflow.selection import select
 
     started = time.monotonic()
     store = open_store(settings.store)
     table = store.read_frame(snapshot["snapshot_key"])
-    config, selection = select_config(table, settings.workers)
-    model = fit_model(table, config, settings.workers)
+    name, selection = select(table, settings.workers)
+    model = fit_model(table, candidates()[name])
     key = f"{run_dir(run_id)}/{registry.MODEL_FILE}"
     store.write_bytes(key, registry.dump_model(model))
-    log.info("trained in %.1f s -> %s", time.monotonic() - started, store.location(key))
+    log.info("trained %s in %.1f s -> %s", name, time.monotonic() - started,
+             store.location(key))
+    chosen = selection["candidates"][selection["chosen"]] if selection["candidates"] else {}
     return {
         "model_key": key, "run_dir": run_dir(run_id), "snapshot_key": snapshot["snapshot_key"],
-        "config": {**config.to_dict(), "selection": selection},
+        "model_name": name,
+        "config": {"steps": {step: str(obj) for step, obj in model.steps},
+                   "selection": selection},
+        "cv_roc_auc_ovo": chosen.get("roc_auc_ovo"),
+        "cv_roc_auc_ovo_std": chosen.get("roc_auc_ovo_std"),
+        "n_training_segments": int(len(table)),
+        "synthetic_demo": is_demo_inbox(settings),
         "classes": [str(c) for c in model.classes_],
         "training_counts": {str(g): int(n) for g, n in table["genre"].value_counts().items()},
     }
+
+
+def is_demo_inbox(settings: Settings) -> bool:
+    """Whether the inbox is the synthetic corpus `genreflow demo` writes (the default when
+    GENREFLOW_INBOX is unset): a model trained on it has never heard real music."""
+    inbox = settings.inbox.removeprefix("file://")
+    return "://" not in inbox and Path(inbox).resolve() == (settings.demo_dir / "inbox").resolve()
 
 
 def read_valid(settings: Settings):
