@@ -1,14 +1,16 @@
-"""Model benchmark: ablation by grouped CV (by track) and fit cost at 10k-100k segments.
+"""Model benchmark: out-of-domain and grouped-CV ablation on real clips; train-step cost.
 
-    .venv/bin/python bench/bench_model.py                      # synthetic corpus
-    .venv/bin/python bench/bench_model.py --audio ../shared/data/gtzan-excerpts/
-    .venv/bin/python bench/bench_model.py --audio DIR --imbalance 3 --configs "a,b"
-    .venv/bin/python bench/bench_model.py --audio DIR --configs "" --scaling 10000,50000,100000
+    .venv/bin/python bench/bench_model.py --protocol cross     # both cross-source directions
+    .venv/bin/python bench/bench_model.py --protocol cv-both --repeats 1 --configs "a,b"
+    .venv/bin/python bench/bench_model.py --protocol cross --unit track  # song-mean rows
+    .venv/bin/python bench/bench_model.py --protocol cv --audio DIR --imbalance 3
+    .venv/bin/python bench/bench_model.py --protocol scaling --sizes 10000,100000
 
-Features of the audio are cached in bench/out/ (gitignored), so reruns skip extraction.
-Fit time is the mean over CV folds; peak memory is tracemalloc's peak of one fit on the
-whole table (numpy and Python allocations; C-level buffers inside tree builders are
-not counted).
+Real sets: ../shared/data/gtzan-excerpts and ood-clips (8 shared genres). Rows are
+genreflow.model's candidates and variants (one definition). Features are cached in
+bench/out/ (gitignored), so reruns skip extraction. Standard errors: bootstrap over test
+songs for cross-source rows (the same resamples for every row, so differences to the
+first row are paired), fold spread for grouped CV (the same folds for every row).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import argparse
 import logging
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +162,8 @@ def synthetic_rows(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     std = stats.xs("std", axis=1, level=1).loc[genres].to_numpy()
     frame = pd.DataFrame(mean + std * rng.standard_normal(mean.shape), columns=FEATURE_NAMES)
     frame[power] = 10.0 ** frame[power]
-    frame.insert(0, "genre", genres)
-    frame.insert(0, "track_id", [f"t{i // 10}" for i in range(n)])
-    return frame
+    ids = pd.DataFrame({"track_id": [f"t{i // 10}" for i in range(n)], "genre": genres})
+    return pd.concat([ids, frame], axis=1)
 
 
 def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
@@ -171,17 +171,14 @@ def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
     rows = []
     for n in sizes:
         data = synthetic_rows(table, n)
-        tracemalloc.start()
         started = time.perf_counter()
         name, record = select(data, workers)
         selected = time.perf_counter() - started
         fit_model(data, ABLATION[name])
         total = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
         rows.append({"segments": n, "searched_segments": record["n_segments"],
-                     "select_s": round(selected), "train_step_s": round(total),
-                     "peak_MiB": round(peak), "chosen": name})
+                     "folds": record["n_splits"], "select_s": round(selected),
+                     "train_step_s": round(total), "chosen": name})
         print(rows[-1], flush=True)
     return rows
 
@@ -196,8 +193,9 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="ood",
-                        choices=("ood", "cv", "scaling"),
-                        help="ood: both cross-source directions + grouped CV in each; "
+                        choices=("ood", "cross", "cv-both", "cv", "scaling"),
+                        help="ood: cross + cv-both; cross: train on one real set, test on "
+                             "the other, both directions; cv-both: grouped CV inside each; "
                              "cv: grouped CV on --audio only; scaling: train-step time")
     parser.add_argument("--audio", type=Path, help="labelled clips <genre>/<file> (cv)")
     parser.add_argument("--configs", default=",".join([OLD_DEFAULT, *ABLATION.keys() - {
@@ -226,12 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     ood = cached_features(DATA / "ood-clips", args.workers)
     shared = sorted(set(gtzan["genre"]) & set(ood["genre"]))
     gtzan, ood = (unit(t[t["genre"].isin(shared)].reset_index(drop=True)) for t in (gtzan, ood))
-    for title, rows in (
-        ("train gtzan-excerpts -> test ood-clips", lambda: cross_domain(gtzan, ood, names)),
-        ("train ood-clips -> test gtzan-excerpts", lambda: cross_domain(ood, gtzan, names)),
-        ("grouped CV inside gtzan-excerpts", lambda: in_domain(gtzan, names, args.repeats)),
-        ("grouped CV inside ood-clips", lambda: in_domain(ood, names, args.repeats)),
-    ):
+    protocols = [
+        ("cross", "train gtzan-excerpts -> test ood-clips",
+         lambda: cross_domain(gtzan, ood, names)),
+        ("cross", "train ood-clips -> test gtzan-excerpts",
+         lambda: cross_domain(ood, gtzan, names)),
+        ("cv-both", "grouped CV inside gtzan-excerpts",
+         lambda: in_domain(gtzan, names, args.repeats)),
+        ("cv-both", "grouped CV inside ood-clips", lambda: in_domain(ood, names, args.repeats)),
+    ]
+    for _, title, rows in (p for p in protocols if args.protocol in ("ood", p[0])):
         print(f"\n### {title} ({len(shared)} shared genres, unit: {args.unit})\n")
         print(markdown(rows()), flush=True)
     return 0

@@ -47,7 +47,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def expected_predictions(model, songs) -> dict[str, dict]:
-    """What the in-memory model says: majority vote and mean probabilities per file."""
+    """What the in-memory model says: the genre of largest mean segment probability."""
     import pandas as pd
 
     from genreflow.extraction import extract_audio_features
@@ -57,12 +57,11 @@ def expected_predictions(model, songs) -> dict[str, dict]:
     for song in songs:
         proba = model.predict_proba(pd.DataFrame(extract_audio_features(song),
                                                  columns=FEATURE_NAMES))
-        votes = np.bincount(proba.argmax(axis=1), minlength=len(model.classes_))
         mean = proba.mean(axis=0)
         expected[str(song)] = {
-            "genre": str(model.classes_[votes.argmax()]),
-            "top3": {str(model.classes_[i]): round(float(mean[i]), 6)
-                     for i in np.argsort(-mean)[:3]},
+            "genre": str(model.classes_[mean.argmax()]),
+            "probabilities": {str(c): round(float(p), 6)
+                              for c, p in zip(model.classes_, mean, strict=True)},
         }
     return expected
 
@@ -95,7 +94,10 @@ def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_p
     for name, want in expected.items():
         got = results[name]
         assert got["version"] == latest and got["genre"] == want["genre"]
-        assert {t["genre"]: t["probability"] for t in got["top3"]} == want["top3"]
+        assert got["probabilities"] == want["probabilities"]  # every genre, ...
+        assert list(got["probabilities"].values()) == sorted(
+            got["probabilities"].values(), reverse=True)  # ... most likely first
+        assert got["synthetic_demo"] is False
     cached = cache_dir(store, latest) / registry.MODEL_FILE
     assert cached.is_file()
 
@@ -109,6 +111,30 @@ def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_p
     assert code == 0 and registry.read_latest(store)["version"] == old
     code, out, _ = run(capsys, "models", "--store", store_uri)
     assert next(line for line in out.splitlines() if line.startswith("*")).split()[1] == old
+
+
+def test_models_and_predict_show_the_training_record(tmp_path, cache, capsys, caplog, trained):
+    """The manifest's model name, CV score and spread and training size are listed; a
+    model trained on the synthetic demo corpus is flagged, and predict warns."""
+    model, songs = trained
+    store = open_store(str(tmp_path / "store"))
+    manifest = {"metrics": {"roc_auc_ovo": 0.9, "song_accuracy": 0.8}, "synthetic_demo": True,
+                "model_name": "dB + generated | logreg C=0.01", "cv_roc_auc_ovo": 0.97,
+                "cv_roc_auc_ovo_std": 0.012, "n_training_segments": 240}
+    version = registry.new_version()
+    registry.publish(store, version, {registry.MODEL_FILE: registry.dump_model(model)},
+                     manifest, promote=True)
+    code, out, _ = run(capsys, "models", "--store", store.uri, "--json")
+    row = json.loads(out)[0]
+    assert code == 0 and row["model_name"] == "dB + generated | logreg C=0.01"
+    assert (row["cv_roc_auc_ovo"], row["cv_roc_auc_ovo_std"]) == (0.97, 0.012)
+    assert row["n_training_segments"] == 240 and row["synthetic_demo"] is True
+    code, out, _ = run(capsys, "models", "--store", store.uri)
+    assert "dB + generated | logreg C=0.01; CV 0.9700 +- 0.0120; 240 training segments; " \
+           "SYNTHETIC demo corpus" in out
+    code, out, _ = run(capsys, "predict", str(songs[0]), "--store", store.uri, "--json")
+    assert code == 0 and json.loads(out)[0]["synthetic_demo"] is True
+    assert f"model {version} was trained on the synthetic demo corpus" in caplog.text
 
 
 def test_tampered_model_in_the_store_is_refused(store_uri, trained, cache, capsys):

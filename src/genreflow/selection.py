@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 N_SPLITS = 3
 REPEATS = 2  # shuffles of the folds: 6 scores per candidate
-SELECT_SEGMENTS = 12000  # rows the search sees; measured cost in bench/RESULTS.md
+SELECT_SEGMENTS = 6000  # rows the search sees; measured cost in bench/RESULTS.md
 
 
 def cv_splits(table, n_splits: int = N_SPLITS, repeats: int = REPEATS) -> list:
