@@ -332,7 +332,9 @@ def test_release_publish_copies_report_files(settings, models):
     metrics = {"roc_auc_ovo": 0.9, "song_accuracy": 1.0, "valid_sha256": "v1",
                "per_genre": {}, "report_files": {n: f"runs/r1/{n}" for n in reports}}
     snapshot = {"snapshot_key": "snapshots/s.parquet", "fingerprint": "f", "n_tracks": 12}
-    trained = {"model_key": "runs/r1/model.skops", "config": TINY.to_dict(),
+    trained = {"model_key": "runs/r1/model.skops", "config": {"steps": {}, "selection": {}},
+               "model_name": "tiny", "cv_roc_auc_ovo": 0.95, "cv_roc_auc_ovo_std": 0.02,
+               "n_training_segments": 36, "synthetic_demo": False,
                "classes": list(GENRES), "training_counts": {}}
     decision = release.gate(settings, metrics, 0.01, False)
     result = release.publish(settings, snapshot, trained, metrics, decision, "manual__r1")
@@ -344,6 +346,11 @@ def test_release_publish_copies_report_files(settings, models):
     assert "report_files" not in json.loads(files["metrics.json"])
     assert "report_files" not in manifest["metrics"]
     assert registry.read_latest(store)["version"] == version and result["promoted"]
+    row = next(r for r in registry.version_summaries(store) if r["version"] == version)
+    assert {k: row[k] for k in ("model_name", "cv_roc_auc_ovo", "cv_roc_auc_ovo_std",
+                                "n_training_segments", "synthetic_demo")} == {
+        "model_name": "tiny", "cv_roc_auc_ovo": 0.95, "cv_roc_auc_ovo_std": 0.02,
+        "n_training_segments": 36, "synthetic_demo": False}
 
     refusal = {**decision, "promote": False, "champion": version, "reason": "worse by 0.2"}
     refused = release.publish(settings, snapshot, trained, metrics, refusal, "manual__r2")

@@ -1,4 +1,4 @@
-"""Model choice: GridSearchCV over genreflow.model.CANDIDATES, grouped by track, bounded.
+"""Model choice: GridSearchCV over genreflow.model.candidates(), grouped by track, bounded.
 
 Segments of one track never sit on both sides of a split (StratifiedGroupKFold on
 track_id, repeated with different shuffles), and valid.csv is never looked at here: it

@@ -173,7 +173,7 @@ def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
     cluster = model.named_steps["cluster"] if "cluster" in names else ClusterFeature().fit(X)
     return {
         CONFUSION_FILE: confusion_matrix_png(matrix["songs"], matrix["labels"],
-                                             "Songs of valid.csv (majority vote)"),
+                                             "Songs of valid.csv (soft vote)"),
         UMAP_FILE: umap_png(X, table["genre"].astype(str).to_numpy(), cluster.assign(X)),
     }
 
