@@ -33,7 +33,7 @@ OUT = Path(__file__).resolve().parent / "out"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ABLATION: dict[str, dict] = {**candidates(), **variants()}
 OLD_DEFAULT = "old default: raw | generated + SMOTE + cluster | logreg C=0.03"
-BOOTSTRAP = 500
+BOOTSTRAP = 200
 
 
 def cached_features(audio: Path, workers: int) -> pd.DataFrame:
@@ -81,6 +81,8 @@ class Outcome:
         soft = song_genres(song_probabilities(self.songs, proba, classes))
         votes = song_votes(self.songs, np.asarray(classes)[proba.argmax(axis=1)])
         self.song_ids = truth.index.to_numpy()
+        codes = pd.Index(self.song_ids).get_indexer(self.songs)
+        self.rows = [np.flatnonzero(codes == i) for i in range(len(self.song_ids))]
         self.soft_ok = (soft.loc[self.song_ids] == truth).to_numpy()
         self.vote_ok = (votes.loc[self.song_ids] == truth).to_numpy()
 
@@ -89,7 +91,7 @@ class Outcome:
         from sklearn.metrics import roc_auc_score
 
         songs = np.arange(len(self.song_ids)) if songs is None else songs
-        rows = np.concatenate([np.flatnonzero(self.songs == self.song_ids[i]) for i in songs])
+        rows = np.concatenate([self.rows[i] for i in songs])
         y = self.y[rows]
         auc = (roc_auc_score(y, self.scores[rows], multi_class="ovo", labels=self.present)
                if len(set(y)) == len(self.present) else np.nan)
