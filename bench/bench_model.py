@@ -188,7 +188,8 @@ def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     head = [k for k in rows[0] if not k.startswith("_")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r[k]).replace("|", "\\|") for k in head) + " |"
+              for r in rows]
     return "\n".join(lines)
 
 

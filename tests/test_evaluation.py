@@ -9,6 +9,7 @@ import pytest
 
 from genreflow import registry
 from genreflow.checks import CheckFailed
+from genreflow.compression import POWER_FEATURES
 from genreflow.config import load_settings
 from genreflow.dataset import write_valid_table
 from genreflow.evaluation import evaluate, song_genres, song_probabilities, song_votes
@@ -39,7 +40,13 @@ def test_soft_vote_by_hand():
 @pytest.fixture(scope="module")
 def steps_run(tmp_path_factory, genres_config):
     """check -> train -> validate on a local store, with a champion to drift against."""
-    from conftest import segment_table
+    from conftest import segment_table as normal_table
+
+    def segment_table(*args, **kwargs):
+        """Power features (mel, RMS) are positive in real tables: log-normal here."""
+        table = normal_table(*args, **kwargs)
+        table[list(POWER_FEATURES)] = np.exp(table[list(POWER_FEATURES)])
+        return table
 
     root = tmp_path_factory.mktemp("steps")
     store = LocalStore(root / "store")
@@ -104,11 +111,14 @@ def test_the_demo_inbox_is_recognised(steps_run):
 
 def test_validate_step_metrics_and_report_files(steps_run):
     metrics, store = steps_run["metrics"], steps_run["store"]
-    assert metrics["roc_auc_ovo"] == 1.0 and metrics["song_accuracy"] == 1.0
+    assert metrics["roc_auc_ovo"] > 0.9  # 20 of 311 columns separate the genres
     matrix = metrics["confusion_matrix"]
-    assert np.array_equal(np.diag(matrix["songs"]), [2, 2, 2])
+    songs = np.array(matrix["songs"])
+    assert songs.sum() == metrics["n_songs"] == 6
+    assert metrics["song_accuracy"] == pytest.approx(np.trace(songs) / 6)
     assert np.array(matrix["segments"]).sum() == metrics["n_segments"] == 30
-    assert metrics["per_genre"]["metal"]["recall"] == 1.0
+    metal = matrix["labels"].index("metal")
+    assert metrics["per_genre"]["metal"]["recall"] == songs[metal, metal] / songs[metal].sum()
     assert metrics["report_files"] == {
         "checks.json": "runs/manual__1/checks.json",
         "confusion_matrix.png": "runs/manual__1/confusion_matrix.png",

@@ -164,13 +164,11 @@ def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
     from genreflow.plots import confusion_matrix_png, umap_png
 
     matrix = metrics["confusion_matrix"]
-    names = [name for name, _ in model.steps]
-    at = names.index("cluster") if "cluster" in names else len(names) - 1
-    X = table[FEATURE_NAMES]
-    for _, step in model.steps[:at]:
-        if not hasattr(step, "fit_resample"):
-            X = step.transform(X)
-    cluster = model.named_steps["cluster"] if "cluster" in names else ClusterFeature().fit(X)
+    before_smote = [name for name, _ in model.steps].index("smote")  # then cluster
+    X = model[:before_smote].transform(table[FEATURE_NAMES])
+    cluster = model.named_steps["cluster"]
+    if cluster == "passthrough":
+        cluster = ClusterFeature().fit(X)
     return {
         CONFUSION_FILE: confusion_matrix_png(matrix["songs"], matrix["labels"],
                                              "Songs of valid.csv (soft vote)"),
