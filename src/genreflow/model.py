@@ -47,9 +47,9 @@ def _extra_trees():
 def candidates() -> dict[str, dict]:
     """Name -> ``set_params`` of the base pipeline; the default first (the 1-s.e. rule
     prefers earlier rows). Measured out-of-domain in both directions and by grouped CV
-    in bench/RESULTS.md ("## Model"). All are linear and fit 100k segments in about a
-    minute; the RBF SVM and boosting (variants) are quadratic or slow at that size and
-    did not win out of domain."""
+    in bench/RESULTS.md ("## Model"). All are linear (the generated pipeline, the
+    heaviest, fitted 100k segments in 41 s on quiet cores); the RBF SVM and boosting
+    (variants) are quadratic or slow at that size and lost out of domain."""
     off = "passthrough"
     return {
         DEFAULT: {"generate": off, "classifier": _logreg(0.01)},
