@@ -16,7 +16,13 @@ from genreflow.evaluation import evaluate
 from genreflow.features.names import FEATURE_NAMES
 from genreflow.generation import FeatureGenerator
 from genreflow.model import DEFAULT, STEPS, build_model, candidates, fit_model, small_data_params
-from genreflow.selection import cv_splits, one_standard_error, select, track_sample
+from genreflow.selection import (
+    cv_splits,
+    grid_search,
+    one_standard_error,
+    select,
+    track_sample,
+)
 from genreflow.trusted_types import TRUSTED_TYPES
 
 GENRES = ("classical", "metal", "electronic")
@@ -68,6 +74,20 @@ def test_every_candidate_is_the_base_pipeline_with_its_params():
             assert (got == value if isinstance(value, str)
                     else got.get_params() == value.get_params()), (name, key)
     assert [n for n, _ in build_model().steps] == list(STEPS)
+
+
+def test_the_grid_search_fits_exactly_the_candidates():
+    """What GridSearchCV fits for grid entry i (clone of its estimator + the entry's
+    params) is build_model(candidate i): same steps, same parameters."""
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    search = grid_search(list(candidates()), splits=[])
+    entries = list(ParameterGrid(search.param_grid))
+    assert len(entries) == len(candidates())
+    for entry, params in zip(entries, candidates().values(), strict=True):
+        searched = clone(search.estimator).set_params(**clone(entry, safe=False))
+        assert repr(searched.get_params()) == repr(build_model(params).get_params())
 
 
 def test_smote_runs_at_fit_only(tables):

@@ -60,17 +60,30 @@ def one_standard_error(means: np.ndarray, stds: np.ndarray, n_scores: int) -> in
     return int(np.flatnonzero(means >= threshold)[0])
 
 
+def grid_search(names: list[str], splits: list, workers: int = 1, smallest_y=None):
+    """GridSearchCV whose grid is exactly ``candidates()[name]`` for ``names``, in order,
+    on the base pipeline (every step on), shrunk for the smallest training fold."""
+    from sklearn.model_selection import GridSearchCV
+
+    from genreflow.model import base_pipeline
+
+    pool = candidates()
+    base = base_pipeline()
+    if smallest_y is not None:
+        base.set_params(**small_data_params(base, smallest_y))
+    return GridSearchCV(base, [{k: [v] for k, v in pool[n].items()} for n in names],
+                        scoring="roc_auc_ovo", cv=splits, refit=False, n_jobs=workers,
+                        error_score="raise")
+
+
 def select(table, workers: int = 1, names: list[str] | None = None,
            max_rows: int = SELECT_SEGMENTS) -> tuple[str, dict]:
     """(chosen candidate name, record of the search) by GridSearchCV on ``table``."""
-    from sklearn.model_selection import GridSearchCV
     from threadpoolctl import threadpool_limits
 
     from genreflow.features.names import FEATURE_NAMES
-    from genreflow.model import build_model
 
-    pool = candidates()
-    names = list(pool) if names is None else names
+    names = list(candidates()) if names is None else names
     sample = track_sample(table, max_rows)
     splits = cv_splits(sample)
     record = {"rule": "one standard error toward the first candidate", "n_splits": len(splits),
@@ -81,13 +94,9 @@ def select(table, workers: int = 1, names: list[str] | None = None,
                  "a genre has < 2 tracks" if not splits else "one candidate", names[0])
         return names[0], record
     X, y = sample[FEATURE_NAMES], sample["genre"].astype(str).to_numpy()
-    base = build_model()
     smallest = min((y[train] for train, _ in splits),
                    key=lambda v: np.unique(v, return_counts=True)[1].min())
-    base.set_params(**small_data_params(base, smallest))
-    search = GridSearchCV(base, [{k: [v] for k, v in pool[n].items()} for n in names],
-                          scoring="roc_auc_ovo", cv=splits, refit=False, n_jobs=workers,
-                          error_score="raise")
+    search = grid_search(names, splits, workers, smallest)
     started = time.perf_counter()
     with threadpool_limits(limits=1):
         search.fit(X, y)
