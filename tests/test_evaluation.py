@@ -46,7 +46,7 @@ def steps_run(tmp_path_factory, genres_config):
         """Power features (mel, RMS) are positive in real tables: log-normal here."""
         table = normal_table(*args, **kwargs)
         table[list(POWER_FEATURES)] = np.exp(table[list(POWER_FEATURES)])
-        return table
+        return table.copy()  # one block again after the column update
 
     root = tmp_path_factory.mktemp("steps")
     store = LocalStore(root / "store")
