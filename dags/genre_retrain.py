@@ -28,7 +28,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
-from genreflow.config import Settings, load_settings
+from genreflow.config import Settings, load_settings, retry_delay_seconds
 from genreflow.errors import PermanentError
 from genreflow.tasks import ingest, release, training
 
@@ -73,7 +73,7 @@ def run_context() -> tuple[Settings, dict, str]:
     catchup=False,
     max_active_runs=1,
     tags=["genreflow", "ml"],
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=retry_delay_seconds())},
     params={
         "inbox": Param("", type="string", description="Inbox URI (path or s3://); empty: env"),
         "valid_csv": Param("", type="string", description="valid.csv URI; empty: env"),

@@ -21,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
+SHARED_ENV = ROOT / "deploy" / "airflow.env"
+LOCAL_OVERLAY = ROOT / "deploy" / "local-overlay.sh"
 
 AIRFLOW_SERVICES = {
     "airflow-apiserver": "api-server",
@@ -51,11 +53,26 @@ def services(compose) -> dict:
     return compose["services"]
 
 
-def env_of(service: dict) -> dict[str, str]:
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines, comments and blank lines skipped (compose's env_file format)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def environment_of(service: dict) -> dict[str, str]:
+    """The service's own ``environment:`` (not its env_file), interpolated."""
     env = service.get("environment") or {}
     if isinstance(env, list):  # the "KEY=value" list form
         env = dict(item.split("=", 1) for item in env)
     return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def env_of(service: dict) -> dict[str, str]:
+    """What the container gets: env_file values, overridden by ``environment:``."""
+    env: dict[str, str] = {}
+    for path in service.get("env_file") or []:
+        env.update(read_env_file(COMPOSE.parent / path))
+    return {**env, **environment_of(service)}
 
 
 def command_text(service: dict) -> str:
@@ -83,6 +100,7 @@ def test_airflow_services_use_common_anchor(compose, services):
     for name, command in AIRFLOW_SERVICES.items():
         service = services[name]
         assert service.get("image") == common["image"], name
+        assert service.get("env_file") == ["deploy/airflow.env"], name
         assert service.get("build") == common["build"], name
         env = env_of(service)
         differing = {k for k, v in common_env.items() if env.get(k) != v}
@@ -116,6 +134,30 @@ def test_celery_executor_with_redis_and_postgres(compose):
     assert urlparse(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     assert urlparse(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+
+
+def test_shared_env_file_is_read_literally_by_compose_and_the_cluster_script():
+    """Both readers take values literally only when there is nothing to interpolate."""
+    for number, line in enumerate(SHARED_ENV.read_text().splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*=[^'\"$\s]*", line), f"line {number}: {line!r}"
+    assert read_env_file(SHARED_ENV)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_compose_environment_only_holds_what_differs_locally(compose):
+    """Compose's own values never silently shadow the shared file, and the cluster
+    script's overlay gives every one of them a local value (Spotify keys pass through)."""
+    shared = read_env_file(SHARED_ENV)
+    compose_only = set(environment_of(compose["x-airflow-common"]))
+    assert not compose_only & set(shared), "set in both deploy/airflow.env and compose"
+    overlay = set(re.findall(r"^export (\w+)=", LOCAL_OVERLAY.read_text(), re.MULTILINE))
+    assert not overlay & set(shared), "the overlay must not redefine shared settings"
+    missing = compose_only - overlay - {"SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET"}
+    assert not missing, f"no local value in deploy/local-overlay.sh for {sorted(missing)}"
+
+
+def test_two_workers(services):
+    assert services["airflow-worker"]["deploy"]["replicas"] == 2
 
 
 def test_jwt_secret_shared_by_all_airflow_services(services):
