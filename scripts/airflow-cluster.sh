@@ -5,8 +5,9 @@
 # dag-processor, triggerer and two Celery workers with distinct hostnames. Every Airflow
 # process gets deploy/airflow.env (the file compose's Airflow services use) and then
 # deploy/local-overlay.sh (loopback ports and local folders where compose has service
-# names and volumes). Each process runs in its own process group, logs to
-# $CLUSTER_DIR/logs/<name>.log and has its pid in $CLUSTER_DIR/pids/<name>.pid.
+# names and volumes). Each process runs in a session of its own (so do the processes it
+# starts), logs to $CLUSTER_DIR/logs/<name>.log and has its pid (= its session id) in
+# $CLUSTER_DIR/pids/<name>.pid.
 #
 #   scripts/airflow-cluster.sh [start]   start, print the URL and login, run until Ctrl-C
 #   scripts/airflow-cluster.sh stop      stop the cluster of $CLUSTER_DIR (another shell)
@@ -48,70 +49,61 @@ install_packages() {
     -o DPkg::Lock::Timeout=600 "${missing[@]}"
 }
 
-alive() {  # pgid...: is any non-zombie process left in these process groups?
-  local pgid
-  for pgid in "$@"; do
-    ps -o stat= -g "$pgid" 2> /dev/null | grep -q '^[^Z]' && return 0
+members() {  # sid...: live (non-zombie) processes of these sessions
+  local sid
+  for sid in "$@"; do
+    { ps -o pid=,stat= -s "$sid" 2> /dev/null || true; } | awk '$2 !~ /^Z/ { print $1 }'
   done
-  return 1
 }
 
-marked() {  # pids whose environment carries this cluster's id (processes it started)
-  local id file pid
-  id=$(cat "$CLUSTER_DIR/cluster.id" 2> /dev/null) || return 0
-  for file in /proc/[0-9]*/environ; do
-    pid=${file#/proc/}
-    pid=${pid%/environ}
-    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    grep -qzxF "GENREFLOW_CLUSTER_ID=$id" "$file" 2> /dev/null && echo "$pid"
-  done
-  return 0
-}
+alive() { [[ -n $(members "$@") ]]; }
 
-signal_groups() {  # signal name...: signal the process groups of the named components
-  local signal=$1 name pgid
-  shift
+sessions() {  # name...: session ids of the named components (each was started by setsid)
+  local name
   for name in "$@"; do
-    pgid=$(cat "$PIDS/$name.pid" 2> /dev/null) || continue
-    kill "-$signal" -- "-$pgid" 2> /dev/null || true
+    cat "$PIDS/$name.pid" 2> /dev/null || true
   done
 }
 
-stop_components() {  # TERM (postgres: INT, its fast shutdown), wait, then KILL
-  local names=("$@") pgids=() name
+stop_components() {
+  # TERM to each process group (postgres: INT to the postmaster, its fast shutdown),
+  # then KILL to whatever is left in their sessions: task processes put themselves in
+  # process groups of their own, and may have outlived a killed worker, but never
+  # leave the worker's session.
+  local names=("$@") sids name
+  sids=$(sessions "${names[@]}")
+  [[ -z $sids ]] && return 0
   for name in "${names[@]}"; do
-    [[ -f "$PIDS/$name.pid" ]] && pgids+=("$(cat "$PIDS/$name.pid")")
-  done
-  [[ ${#pgids[@]} -eq 0 ]] && return 0
-  for name in "${names[@]}"; do
-    if [[ $name == postgres ]]; then signal_groups INT postgres; else signal_groups TERM "$name"; fi
+    if [[ $name == postgres ]]; then
+      kill -INT "$(sessions postgres)" 2> /dev/null || true
+    else
+      kill -TERM -- "-$(sessions "$name")" 2> /dev/null || true
+    fi
   done
   for _ in $(seq 1 "$STOP_TIMEOUT"); do
-    alive "${pgids[@]}" || break
+    # shellcheck disable=SC2086
+    alive $sids || break
     sleep 1
   done
-  if alive "${pgids[@]}"; then
-    say "SIGKILL to what ignored the stop signal: ${names[*]}"
-    signal_groups KILL "${names[@]}"
+  local left
+  # shellcheck disable=SC2086
+  left=$(members $sids)
+  if [[ -n $left ]]; then
+    say "SIGKILL to what outlived the stop signal (${names[*]}): ${left//$'\n'/ }"
+    # shellcheck disable=SC2086
+    kill -KILL $left 2> /dev/null || true
   fi
   for name in "${names[@]}"; do rm -f "$PIDS/$name.pid"; done
 }
 
 stop_all() {
   say "stopping everything started in $CLUSTER_DIR"
-  local workers=() file leftovers
+  local workers=() file
   for file in "$PIDS"/worker-*.pid; do
     [[ -e $file ]] && workers+=("$(basename "$file" .pid)")
   done
   stop_components "${workers[@]}" "${AIRFLOW_SERVICES[@]}"
   stop_components s3 redis postgres
-  # Task processes a killed worker left behind re-parent elsewhere: the id finds them.
-  leftovers=$(marked)
-  if [[ -n $leftovers ]]; then
-    say "SIGKILL to leftover processes: ${leftovers//$'\n'/ }"
-    # shellcheck disable=SC2086
-    kill -KILL $leftovers 2> /dev/null || true
-  fi
   say "stopped"
 }
 
@@ -129,7 +121,7 @@ stop_command() {
   stop_all
 }
 
-start_bg() {  # name command...: own process group (setsid), log file, pid file
+start_bg() {  # name command...: own session (setsid; its id = the pid), log, pid file
   local name=$1
   shift
   setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
@@ -199,7 +191,7 @@ start_postgres() {
 
 prepare_bucket() {  # the bucket of GENREFLOW_STORE; demo data unless it has a valid.csv
   python - "$CLUSTER_DIR/demo" "${GENREFLOW_CLUSTER_DEMO:-1}" << 'PY'
-import os, sys
+import os, subprocess, sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -211,10 +203,8 @@ if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
     client.create_bucket(Bucket=bucket)
 valid_store, valid_key = split_uri(os.environ["GENREFLOW_VALID_CSV"])
 if sys.argv[2] == "1" and not valid_store.exists(valid_key):
-    from genreflow import cli
-
-    demo = Path(sys.argv[1])
-    cli.main(["demo", "--dest", str(demo)])
+    demo = Path(sys.argv[1])  # `genreflow demo` skips what a previous start made
+    subprocess.run(["genreflow", "demo", "--dest", str(demo)], check=True)
     inbox = open_store(os.environ["GENREFLOW_INBOX"])
     files = sorted(p for p in (demo / "inbox").rglob("*") if p.is_file())
     for path in files:
@@ -233,9 +223,7 @@ start() {
   mkdir -p "$LOGS" "$PIDS" "$CLUSTER_DIR/redis" "$CLUSTER_DIR/numba-cache"
   rm -f "$PIDS"/*.pid
   echo $$ > "$PIDS/cluster.pid"
-  python -c 'import secrets; print(secrets.token_hex(8))' > "$CLUSTER_DIR/cluster.id"
-  export GENREFLOW_CLUSTER_ID GENREFLOW_CLUSTER_DIR="$CLUSTER_DIR"
-  GENREFLOW_CLUSTER_ID=$(cat "$CLUSTER_DIR/cluster.id")
+  export GENREFLOW_CLUSTER_DIR="$CLUSTER_DIR"
   trap 'trap - EXIT; stop_all; exit 0' INT TERM
   trap 'stop_all' EXIT
 
@@ -267,8 +255,7 @@ for _ in range(3): print(secrets.token_urlsafe(24))' > "$CLUSTER_DIR/secrets"
   load_env_file "$PROJECT/deploy/airflow.env"
   # shellcheck source=../deploy/local-overlay.sh
   source "$PROJECT/deploy/local-overlay.sh"
-  export -p | grep -E '^declare -x (AIRFLOW|GENREFLOW|AWS_|NUMBA_)' \
-    | grep -v GENREFLOW_CLUSTER_ID > "$CLUSTER_DIR/cluster.env"
+  export -p | grep -E '^declare -x (AIRFLOW|GENREFLOW|AWS_|NUMBA_)' > "$CLUSTER_DIR/cluster.env"
   prepare_bucket > "$LOGS/bucket.log" 2>&1 || { cat "$LOGS/bucket.log" >&2; exit 1; }
 
   mkdir -p "$AIRFLOW_HOME"

@@ -51,7 +51,10 @@ class Cluster(Server):
                                  (directory / "cluster.env").read_text(), re.MULTILINE))
         super().__init__(values["GENREFLOW_CLUSTER_URL"], directory, output)
         self.values = values
-        self.cluster_id = (directory / "cluster.id").read_text().strip()
+        # Every process the script started runs in a session of its own; a task process
+        # leaves its worker's process group but never its session.
+        self.sessions = {p.stem: int(p.read_text()) for p in (directory / "pids").glob("*.pid")
+                         if p.stem != "cluster"}
         token = self.api("POST", "/auth/token", expect=201, json={
             "username": "admin", "password": values["GENREFLOW_CLUSTER_PASSWORD"]}).json()
         self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
@@ -92,29 +95,22 @@ class Cluster(Server):
         path = f"{self.run_path(run_id)}/taskInstances/{task_id}/{map_index}/tries"
         return self.api("GET", path).json()["task_instances"]
 
-    def processes(self, **marks: str) -> list[int]:
-        """Live pids whose environment has every ``KEY=value`` of ``marks`` and this
-        cluster's id: what the script started (forked task processes included)."""
-        wanted = {f"GENREFLOW_CLUSTER_ID={self.cluster_id}".encode()}
-        wanted |= {f"{k}={v}".encode() for k, v in marks.items()}
-        pids = []
-        for pid in process_groups():
-            with contextlib.suppress(OSError):
-                if wanted <= set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
-                    pids.append(pid)
-        return pids
+    def processes(self, *names: str) -> list[int]:
+        """Live pids in the sessions of the named components (default: all of them)."""
+        sessions = {self.sessions[name] for name in names or self.sessions}
+        return [pid for pid, session in live_sessions().items() if session in sessions]
 
 
-def process_groups() -> dict[int, int]:
-    """{pid: process group} of every live (not zombie) process."""
-    groups = {}
+def live_sessions() -> dict[int, int]:
+    """{pid: session id} of every live (not zombie) process."""
+    sessions = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if fields[0] != "Z":
-                    groups[int(entry.name)] = int(fields[2])
-    return groups
+                if fields[0] != "Z":  # state, ppid, pgrp, session, ...
+                    sessions[int(entry.name)] = int(fields[3])
+    return sessions
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +155,12 @@ def cluster(genres_config, demo_corpus):
             print("\n".join(log.read_text(errors="replace").splitlines()[-25:]))
         raise
     finally:
+        sessions = {int(p.read_text()) for p in (directory / "pids").glob("*.pid")}
         if process.poll() is None:
             stop_group(process, timeout=90)
+        # Should the script have failed to stop something, the test still leaves nothing.
+        signal_all([pid for pid, sid in live_sessions().items() if sid in sessions],
+                   signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -202,6 +202,45 @@ def assert_latest_is_complete(cluster: Cluster, run_id: str) -> str:
     return version
 
 
+def kill_worker_running_extract(cluster: Cluster, run_id: str) -> dict:
+    """SIGKILL every process of a worker while one of its extract tasks runs; that task.
+
+    The worker is frozen (SIGSTOP) first, so whether its task is still running can be
+    checked with nothing moving on that host; if it just finished, the worker is
+    resumed and the next running one is taken."""
+    def extract_running_on_a_worker():
+        for ti in cluster.task_instances(run_id, "extract"):
+            if ti["state"] == "running" and ti["hostname"] in WORKERS:
+                return ti
+        return None
+
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        victim = cluster.wait_for("an extract task running", extract_running_on_a_worker,
+                                  RUN_TIMEOUT, every=0.3)
+        processes = cluster.processes(worker_name(victim["hostname"]))
+        assert processes, f"no process of {victim['hostname']} found"
+        signal_all(processes, signal.SIGSTOP)
+        now = cluster.api("GET", f"{cluster.run_path(run_id)}/taskInstances/extract/"
+                                 f"{victim['map_index']}").json()
+        if (now["state"], now["try_number"]) == ("running", victim["try_number"]):
+            signal_all(processes, signal.SIGKILL)  # worker, pool, supervisor, task
+            return victim
+        signal_all(processes, signal.SIGCONT)
+    pytest.fail("no extract task could be caught running")
+
+
+def worker_name(hostname: str) -> str:
+    """The script's name for the worker that records ``hostname`` (its pid file, log)."""
+    return f"worker-{WORKERS.index(hostname) + 1}"
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def test_run_spreads_extraction_over_both_workers(cluster, tmp_path):
     keys = upload_tracks(cluster, tmp_path, per_genre=14, seconds=6.4, seed=11, prefix="a_")
     assert len(keys) == 42
@@ -226,19 +265,7 @@ def test_worker_killed_during_extract_is_retried_on_the_other(cluster, tmp_path)
     keys = upload_tracks(cluster, tmp_path, per_genre=4, seconds=30.0, seed=12, prefix="b_")
     run_id = cluster.trigger({"batch_size": 3, "max_new_tracks": 500, "force_publish": True})
 
-    def extract_running_on_a_worker():
-        for ti in cluster.task_instances(run_id, "extract"):
-            if ti["state"] == "running" and ti["hostname"] in WORKERS:
-                return ti
-        return None
-
-    victim = cluster.wait_for("an extract task running", extract_running_on_a_worker,
-                              RUN_TIMEOUT, every=0.3)
-    doomed = cluster.processes(GENREFLOW_WORKER_HOSTNAME=victim["hostname"])
-    assert doomed, f"no process of {victim['hostname']} found"
-    for pid in doomed:  # the worker, its pool, the task supervisor and the task itself
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    victim = kill_worker_running_extract(cluster, run_id)
     survivor = next(w for w in WORKERS if w != victim["hostname"])
 
     run = cluster.finished(run_id)
@@ -246,23 +273,22 @@ def test_worker_killed_during_extract_is_retried_on_the_other(cluster, tmp_path)
     tries = cluster.tries(run_id, "extract", victim["map_index"])
     assert [(t["try_number"], t["hostname"], t["state"]) for t in tries] == [
         (1, victim["hostname"], "failed"), (2, survivor, "success")]
-    assert not cluster.processes(GENREFLOW_WORKER_HOSTNAME=victim["hostname"])
+    assert not cluster.processes(worker_name(victim["hostname"]))
 
     assert keys <= inbox_keys(cluster)
     assert_catalog_lists_each_track_once(cluster)  # nothing lost, nothing twice
     version = assert_latest_is_complete(cluster, run_id)
     assert registry.list_versions(cluster.s3("store"))[-1] == version
-    script_output = cluster.output.read_text()
-    assert f"worker-{WORKERS.index(victim['hostname']) + 1} exited" in script_output
+    assert f"{worker_name(victim['hostname'])} exited" in cluster.output.read_text()
 
 
 def test_stop_leaves_no_process_running(cluster):
-    groups = [int(p.read_text()) for p in (cluster.directory / "pids").glob("*.pid")]
-    assert cluster.processes(), "the deployment is not running"
+    assert cluster.processes("postgres", "redis", "s3", "api-server", "scheduler"), \
+        "the deployment is not running"
     cluster.process.send_signal(signal.SIGTERM)  # what Ctrl-C in the script's shell does
     assert cluster.process.wait(timeout=180) == 0
     assert not cluster.processes()
-    assert not [pid for pid, group in process_groups().items() if group in groups]
+    assert cluster.process.pid not in live_sessions().values()  # nor the script's own
     with pytest.raises(requests.ConnectionError):
         requests.get(cluster.url, timeout=5)
     assert "stopped" in cluster.output.read_text()
