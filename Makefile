@@ -10,7 +10,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GENREFLOW_HOME := $(CURDIR)
 
-.PHONY: install run test lint airflow clean
+.PHONY: install run test lint airflow cluster clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ run: install
 
 airflow: install
 	bash scripts/airflow-standalone.sh
+
+# docker-compose.yaml's deployment without docker: Postgres, Redis, moto S3, Celery x2.
+cluster: install
+	bash scripts/airflow-cluster.sh
 
 test: install
 	$(BIN)/ruff check .
