@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re
@@ -37,7 +36,7 @@ import requests
 from bench_model import OUT, cached_features, markdown, synthetic_rows
 
 from genreflow import catalog
-from genreflow.dataset import track_frame
+from genreflow.dataset import track_frame, write_valid_table
 from genreflow.features.names import FEATURE_NAMES
 from genreflow.storage import S3Store
 
@@ -210,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         seed_catalog(bucket(values, "store"), real, args.catalog)
         uploaded = upload_inbox(bucket(values, "inbox"), inbox, args.new)
-        buffer = io.BytesIO()
-        real.to_csv(buffer, index=False)
-        bucket(values, "valid").write_bytes("valid.csv", buffer.getvalue())
+        valid = OUT / "weekly-valid.csv"
+        write_valid_table(real, valid)
+        bucket(values, "valid").write_bytes("valid.csv", valid.read_bytes())
         print(f"seeded {args.catalog} catalogued tracks and {uploaded} new ones in "
               f"{time.perf_counter() - started:.0f} s; running {DAG_ID} on {args.workers} "
               f"worker(s)", flush=True)
