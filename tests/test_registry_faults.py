@@ -119,7 +119,8 @@ def test_champion_without_manifest_trains_and_is_listed(settings, models, capsys
     assert registry.read_latest(store)["version"] == fresh
 
     code, out, _ = run(capsys, "models", "--store", settings.store)
-    lines = {line[2:].split()[0]: line for line in out.splitlines()}
+    lines = {line[2:].split()[0]: line for line in out.splitlines()
+             if not line.startswith("    ")}  # a version's detail line is indented
     assert code == 0 and set(lines) == {old, champion, fresh}
     assert "BROKEN" in lines[champion] and "no manifest" in lines[champion]
     code, out, _ = run(capsys, "models", "--store", settings.store, "--json")
