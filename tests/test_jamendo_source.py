@@ -56,11 +56,6 @@ def fake():
 
 
 @pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
 def make_source(fake, sleeps):
     def make(client_id=CLIENT_ID, **config):
         settings = JamendoConfig(**({"tags": TAGS, "api_url": fake.api_url} | config))

@@ -38,6 +38,7 @@ from genreflow.sources.remote import (
     GiveUp,
     RateLimited,
     RetryPolicy,
+    Tally,
     Transient,
     airflow_connection,
     download,
@@ -87,7 +88,7 @@ def licence_terms(url: str) -> tuple[str, ...]:
 
 
 @dataclass
-class _Tally:
+class _Tally(Tally):
     listed: int = 0
     candidates: int = 0
     new: int = 0
@@ -95,10 +96,6 @@ class _Tally:
     licence: int = 0
     ambiguous: int = 0
     repeated: int = 0
-
-    def add(self, other: _Tally) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def __str__(self) -> str:
         return (f"{self.listed} listed, {self.candidates} candidates ({self.new} new), "

@@ -44,6 +44,15 @@ class RateLimited(Exception):
 
 
 @dataclass
+class Tally:
+    """Counters of one listing (a playlist, a genre); subclasses declare them as fields."""
+
+    def add(self, other: Tally) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
 class RetryPolicy:
     """Worst case per call: ``retries + 1`` attempts plus backoff ``backoff_factor * 2**n``
     between them, plus up to ``rate_limit_retries`` waits of at most ``max_retry_after``."""

@@ -36,6 +36,7 @@ from genreflow.sources.remote import (
     GiveUp,
     RateLimited,
     RetryPolicy,
+    Tally,
     Transient,
     airflow_connection,
     download,
@@ -93,16 +94,12 @@ def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
 
 
 @dataclass
-class _Tally:
+class _Tally(Tally):
     items: int = 0
     candidates: int = 0
     no_preview: int = 0
     duplicates: int = 0
     skipped: int = 0
-
-    def add(self, other: _Tally) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class SpotifySource:
