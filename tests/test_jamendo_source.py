@@ -241,6 +241,8 @@ def test_request_budget_stops_the_run_before_its_share(fake, make_source, caplog
 def test_cap_counts_only_tracks_the_catalog_has_not_seen(fake, make_source):
     capped = make_source(per_genre_cap=2).discover()
     assert ids(capped, "classical") == CLASSICAL[:2]
+    classical = [r for r in fake.requests_to(TRACKS_PATH) if r.query["tags"] == "classical"]
+    assert len(classical) == 1  # the cap was reached on the first page's last track
 
     source = make_source(per_genre_cap=2)
     source.known = frozenset({"jamendo:1900001", "jamendo:1900002"})
@@ -295,11 +297,12 @@ def jamendo_settings(tmp_path, fake, **config) -> Settings:
                     genres=("classical", "metal", "electronic"), workers=1, jamendo=jamendo)
 
 
-def test_ingest_records_licences_and_the_second_run_fetches_nothing(
+def test_ingest_records_licences_and_never_fetches_a_track_twice(
     tmp_path, fake, short_clips, monkeypatch
 ):
     """Through the ingest steps: candidates fetched lazily in extract, stored under raw/,
-    the catalog carrying licence and source URL; a second run downloads nothing."""
+    the catalog carrying licence and source URL. With a cap of 2 per genre the second run
+    takes the next tracks of each genre; the third finds nothing new and downloads nothing."""
     monkeypatch.setenv("JAMENDO_CLIENT_ID", CLIENT_ID)
     monkeypatch.delenv("GENREFLOW_JAMENDO_CONN_ID", raising=False)
     fake.audio["1900001"] = short_clips["classical_000.wav"].read_bytes()

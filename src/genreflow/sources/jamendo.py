@@ -52,7 +52,9 @@ ENV_CLIENT_ID = "JAMENDO_CLIENT_ID"
 ENV_CONN_ID = "GENREFLOW_JAMENDO_CONN_ID"
 MAX_LIMIT = 200  # the API's largest page (`limit`)
 ORDER = "releasedate_desc"  # newest first: each run starts with what was released since
-INCLUDE = "musicinfo licenses"  # musicinfo carries the genre tags we check
+# musicinfo carries the genre tags we check; the licence is read from license_ccurl, which
+# every result carries, and `licenses` is asked for as well (issue 14) for raw-response readers
+INCLUDE = "musicinfo licenses"
 # headers.code of a failed response (developer.jamendo.com/v3.0/response-codes)
 CODE_INVALID_CLIENT, CODE_RATE_LIMIT, CODE_SUSPENDED = 5, 6, 11
 NO_DOWNLOAD = "download not allowed by the artist (audiodownload_allowed is false)"
@@ -191,8 +193,8 @@ class JamendoSource:
                     return
                 tally.listed += 1
                 self._take(genre, item, found, first_genre, tally)
-            if len(page) < self.page_size:
-                return
+            if len(page) < self.page_size or tally.new >= self.config.per_genre_cap:
+                return  # the listing ended, or the cap was reached on its last track
             offset += len(page)
 
     def _take(self, genre: str, item: dict, found: Discovery, first_genre: dict[str, str],
