@@ -1,6 +1,6 @@
 """genre_retrain through Airflow with only the Jamendo source, against the local fake
-Jamendo: the published model is trained on tracks that came from nowhere else, and its
-licences can be listed for attribution."""
+Jamendo: the published model is trained on tracks that came from nowhere else, its
+licences can be listed for attribution, and a second run fetches nothing."""
 
 from __future__ import annotations
 
@@ -49,10 +49,16 @@ def test_run_publishes_a_model_trained_only_on_jamendo_tracks(run_dag, demo_corp
         }
         run = run_dag(env, conf={"sources": ["jamendo"]})
         downloads = sorted(r.path for r in fake.downloads())
+        again = run_dag(env, conf={"sources": ["jamendo"]}) if run.returncode == 0 else run
+        downloads_again = len(fake.downloads())
 
     assert run.returncode == 0, run.log[-3000:]
     assert run.state == "success"
     assert downloads == sorted(f"/download/track/{t}/mp32/" for t in [*SERVED, "1900024"])
+    # the second run lists Jamendo again, finds nothing new, downloads nothing, trains nothing
+    assert again.returncode == 0, again.log[-3000:]
+    assert downloads_again == len(downloads)
+    assert "0 new" in again.log and "no new data" in again.log
 
     store = LocalStore(tmp_path / "store")
     version = registry.read_latest(store)["version"]

@@ -258,6 +258,10 @@ class SpotifySource:
             "preview_url": track.get("preview_url"),
             "playlist": playlist_id,
         }
+        meta |= {  # the catalog's attribution columns (Spotify gives no licence)
+            "title": meta["name"], "artist": ", ".join(meta["artists"]),
+            "source_url": (track.get("external_urls") or {}).get("spotify") or "",
+        }
         first = seen.get(track["id"])
         if first is not None:
             tally.duplicates += 1
@@ -334,4 +338,5 @@ def _track_rejection(genre: str, meta: dict[str, Any], reason: str) -> dict[str,
         "artists": ", ".join(meta["artists"]),
         "popularity": "" if meta["popularity"] is None else str(meta["popularity"]),
         "preview_url": meta["preview_url"] or "", "playlist": meta["playlist"],
+        "title": meta["title"], "artist": meta["artist"], "source_url": meta["source_url"],
     }
