@@ -78,7 +78,7 @@ def run_context() -> tuple[Settings, dict, str]:
         "inbox": Param("", type="string", description="Inbox URI (path or s3://); empty: env"),
         "valid_csv": Param("", type="string", description="valid.csv URI; empty: env"),
         "store": Param("", type="string", description="Store URI; empty: env GENREFLOW_STORE"),
-        "sources": Param(["inbox"], type="array", description="Sources: inbox, spotify"),
+        "sources": Param(["inbox"], type="array", description="Sources: inbox, spotify, jamendo"),
         "max_new_tracks": Param(500, type="integer", minimum=0),
         "batch_size": Param(25, type="integer", minimum=1),
         "retry_failed": Param(False, type="boolean", description="Retry failed tracks"),

@@ -5,6 +5,9 @@
 # Prints the URL and the login once the API server answers. Ctrl-C (or SIGTERM) stops
 # every process it started, by pid: `airflow standalone` itself can hang on Ctrl-C after
 # its components exit, and the scheduler may ignore SIGTERM while idle.
+# Airflow inherits this environment: source credentials (JAMENDO_CLIENT_ID,
+# GENREFLOW_JAMENDO_CONN_ID, SPOTIPY_CLIENT_ID/SECRET, ...) set before `make airflow` reach
+# the tasks; the source check below only says which are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,14 @@ mkdir -p "$AIRFLOW_HOME"
 if [[ -z "${GENREFLOW_INBOX:-}" ]]; then
   genreflow demo
 fi
+
+for source in "JAMENDO_CLIENT_ID:GENREFLOW_JAMENDO_CONN_ID:jamendo" \
+              "SPOTIPY_CLIENT_ID:GENREFLOW_SPOTIFY_CONN_ID:spotify"; do
+  IFS=: read -r key conn name <<< "$source"
+  if [[ -z "${!key:-}" && -z "${!conn:-}" ]]; then
+    echo "genreflow: $key (or $conn) not set: the $name source will fail if a run asks for it" >&2
+  fi
+done
 
 port="${AIRFLOW__API__PORT:-8080}"
 url="http://localhost:$port"

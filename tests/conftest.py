@@ -36,6 +36,12 @@ def real_clips() -> Path:
     return root
 
 
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Collects the waits of a source's retry policy, which tests give ``sleeps.append``."""
+    return []
+
+
 @pytest.fixture(scope="session")
 def genres_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "genreflow.toml"

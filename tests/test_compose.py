@@ -146,13 +146,14 @@ def test_shared_env_file_is_read_literally_by_compose_and_the_cluster_script():
 
 def test_compose_environment_only_holds_what_differs_locally(compose):
     """Compose's own values never silently shadow the shared file, and the cluster
-    script's overlay gives every one of them a local value (Spotify keys pass through)."""
+    script's overlay gives every one of them a local value (API keys pass through)."""
     shared = read_env_file(SHARED_ENV)
     compose_only = set(environment_of(compose["x-airflow-common"]))
     assert not compose_only & set(shared), "set in both deploy/airflow.env and compose"
     overlay = set(re.findall(r"^export (\w+)=", LOCAL_OVERLAY.read_text(), re.MULTILINE))
     assert not overlay & set(shared), "the overlay must not redefine shared settings"
-    missing = compose_only - overlay - {"SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET"}
+    missing = compose_only - overlay - {"SPOTIPY_CLIENT_ID", "SPOTIPY_CLIENT_SECRET",
+                                        "JAMENDO_CLIENT_ID"}
     assert not missing, f"no local value in deploy/local-overlay.sh for {sorted(missing)}"
 
 
@@ -226,6 +227,7 @@ def test_project_env(compose):
     assert env["GENREFLOW_WORKERS"] == "2"
     assert env["GENREFLOW_HOME"] == "/opt/genreflow"
     assert "SPOTIPY_CLIENT_ID" in env and "SPOTIPY_CLIENT_SECRET" in env
+    assert "JAMENDO_CLIENT_ID" in env
 
 
 def test_s3_connection_json(compose, services):

@@ -204,6 +204,9 @@ def test_spotify_previews_ingested_and_the_rest_recorded(tmp_path, short_clips, 
     assert first["n_tracks"] == 1 and first["n_segments"] == 1
     so_what = table.loc[f"spotify:{SO_WHAT}"]
     assert (so_what["status"], so_what["genre"], so_what["name"]) == ("ok", "jazz", "So What")
+    assert (so_what["title"], so_what["artist"], so_what["licence_url"]) == (
+        "So What", "Miles Davis", "")
+    assert so_what["source_url"] == f"https://open.spotify.com/track/{SO_WHAT}"
     assert so_what["raw_key"] == f"raw/jazz/{so_what['sha256']}.wav"
     assert store.read_bytes(so_what["raw_key"]) == short_clips["classical_000.wav"].read_bytes()
     assert "preview download returned HTTP 404" in table.loc[f"spotify:{BLUE_IN_GREEN}",

@@ -35,11 +35,6 @@ def fake():
 
 
 @pytest.fixture
-def sleeps():
-    return []
-
-
-@pytest.fixture
 def make_source(fake, sleeps):
     def make(**kwargs):
         settings = {

@@ -21,9 +21,12 @@ from genreflow.storage import KeyNotFound, Store, WriteConflict
 log = logging.getLogger(__name__)
 
 CATALOG_KEY = "catalog/tracks.parquet"
+# What a source knows about a track, for attribution: empty where it knows nothing (an
+# inbox file) and in rows written before these columns existed.
+TRACK_META = ["title", "artist", "licence_url", "source_url"]
 COLUMNS = [
     "key", "source", "source_id", "genre", "name", "track_id", "sha256", "raw_key",
-    "features_key", "n_segments", "status", "reason", "first_seen", "run_id",
+    "features_key", "n_segments", "status", "reason", "first_seen", "run_id", *TRACK_META,
 ]
 OK, FAILED, DUPLICATE, REJECTED = "ok", "failed", "duplicate", "rejected"
 CONFLICT, REMOVED = "conflict", "removed"
@@ -45,7 +48,11 @@ def read_versioned(store: Store):
         data, etag = store.read_bytes_with_etag(CATALOG_KEY)
     except KeyNotFound:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}), None
-    return pd.read_parquet(io.BytesIO(data)), etag
+    table = pd.read_parquet(io.BytesIO(data))
+    for column in COLUMNS:  # a catalog from before a column was added: empty values
+        if column not in table:
+            table[column] = ""
+    return table, etag
 
 
 def merge_records(catalog, records: Iterable[dict]):

@@ -1,4 +1,5 @@
-"""The ``genreflow`` command: demo data, validation tables, the model registry, predict."""
+"""The ``genreflow`` command: demo data, validation tables, the model registry, predict,
+the licences of what a model was trained on."""
 
 from __future__ import annotations
 
@@ -219,6 +220,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_licences(args: argparse.Namespace) -> int:
+    """Every training track of a version with its licence, for attribution."""
+    from genreflow.attribution import licence_counts, trained_on
+
+    version, rows = trained_on(_store(args), args.version)
+    if args.json:
+        print(json.dumps({"version": version, "tracks": rows}, indent=2))
+        return 0
+    print(f"model {version}: trained on {len(rows)} tracks")
+    for licence, count in licence_counts(rows).items():
+        print(f"  {count:5d}  {licence}")
+    for row in rows:
+        credit = " - ".join(v for v in (row["artist"], row["title"]) if v) or row["key"]
+        print(f"{row['track_id']}  {row['genre']:<12} {credit}\n"
+              f"    licence: {row['licence_url'] or 'none recorded'}"
+              f"{'  source: ' + row['source_url'] if row['source_url'] else ''}"
+              f"  key: {row['key']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genreflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", help="version (default: latest)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+
+    licences = sub.add_parser("licences", parents=[store],
+                              help="the tracks a model was trained on, with their licences")
+    licences.add_argument("--version", help="version (default: latest)")
+    licences.add_argument("--json", action="store_true")
+    licences.set_defaults(func=cmd_licences)
 
     rollback = sub.add_parser("rollback", parents=[store],
                               help="point latest at another complete, untampered version")

@@ -25,12 +25,20 @@ ENV_VALID_CSV = "GENREFLOW_VALID_CSV"
 ENV_WORKERS = "GENREFLOW_WORKERS"
 ENV_SPOTIFY_API = "GENREFLOW_SPOTIFY_API_PREFIX"  # e.g. a proxy or a test server; empty: Spotify
 ENV_SPOTIFY_TOKEN_URL = "GENREFLOW_SPOTIFY_TOKEN_URL"
+ENV_JAMENDO_API = "GENREFLOW_JAMENDO_API_URL"  # e.g. a test server; empty: api.jamendo.com
 ENV_RETRY_DELAY = "GENREFLOW_RETRY_DELAY_SECONDS"
 ENV_WORKER_HOSTNAME = "GENREFLOW_WORKER_HOSTNAME"
 ENV_EXECUTOR = "AIRFLOW__CORE__EXECUTOR"
 DEFAULT_RETRY_DELAY_SECONDS = 120.0
 # Executors that run every task on the scheduler's host, where a local folder is shared.
 LOCAL_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+
+
+JAMENDO_AUDIO_FORMATS = ("mp31", "mp32", "ogg", "flac")  # the API's `audiodlformat` values
+JAMENDO_TAG_MATCH = ("tags", "fuzzytags")  # exact (AND) or fuzzy (OR) tag search
+LICENCE_TERMS = ("by", "nc", "nd", "sa")  # elements of a Creative Commons licence URL
+# The API's quota for a free non-commercial client id (developer.jamendo.com, docs/sources.md).
+JAMENDO_MONTHLY_REQUESTS = 35_000
 
 
 class SharedStorageRequired(PermanentError):
@@ -48,6 +56,60 @@ def project_home() -> Path:
 
 
 @dataclass(frozen=True)
+class JamendoConfig:
+    """The ``[jamendo]`` table of include/genreflow.toml (see docs/sources.md)."""
+
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    tag_match: str = "tags"
+    audio_format: str = "mp32"
+    per_genre_cap: int = 50
+    exclude_licence_terms: tuple[str, ...] = ()
+    monthly_requests: int = JAMENDO_MONTHLY_REQUESTS
+    run_share: float = 0.05
+    api_url: str = ""
+
+    @property
+    def max_requests(self) -> int:
+        """API requests one run may make: its share of the monthly quota."""
+        return max(1, int(self.monthly_requests * self.run_share))
+
+    @classmethod
+    def from_toml(cls, table: dict, where: str, api_url: str = "") -> JamendoConfig:
+        """Validated, so a typo fails the run with its place instead of querying wrongly."""
+        tags = table.get("tags", {})
+        if not isinstance(tags, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(t, str) and t for t in v)
+            for v in tags.values()
+        ):
+            raise ValueError(f"{where}: [jamendo.tags] must map genres to non-empty lists of tags")
+        config = cls(
+            tags={genre: list(values) for genre, values in tags.items()},
+            tag_match=table.get("tag_match", cls.tag_match),
+            audio_format=table.get("audio_format", cls.audio_format),
+            per_genre_cap=table.get("per_genre_cap", cls.per_genre_cap),
+            exclude_licence_terms=tuple(table.get("exclude_licence_terms", ())),
+            monthly_requests=table.get("monthly_requests", cls.monthly_requests),
+            run_share=table.get("run_share", cls.run_share),
+            api_url=api_url,
+        )
+        problems = [f"exclude_licence_terms: {term!r} not in {LICENCE_TERMS}"
+                    for term in config.exclude_licence_terms if term not in LICENCE_TERMS]
+        if config.tag_match not in JAMENDO_TAG_MATCH:
+            problems.append(f"tag_match {config.tag_match!r} not in {JAMENDO_TAG_MATCH}")
+        if config.audio_format not in JAMENDO_AUDIO_FORMATS:
+            problems.append(f"audio_format {config.audio_format!r} not in {JAMENDO_AUDIO_FORMATS}")
+        if not isinstance(config.per_genre_cap, int) or config.per_genre_cap < 1:
+            problems.append(f"per_genre_cap must be a positive integer: {config.per_genre_cap!r}")
+        if not isinstance(config.monthly_requests, int) or config.monthly_requests < 1:
+            problems.append("monthly_requests must be a positive integer")
+        if not isinstance(config.run_share, int | float) or not 0 < config.run_share <= 1:
+            problems.append(f"run_share must be in (0, 1], not {config.run_share!r}")
+        if problems:
+            raise ValueError(f"{where} [jamendo]: " + "; ".join(problems))
+        return config
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved configuration of one run; small and serialisable."""
 
@@ -60,6 +122,7 @@ class Settings:
     workers: int = 1
     spotify_api_prefix: str = ""
     spotify_token_url: str = ""
+    jamendo: JamendoConfig = field(default_factory=JamendoConfig)
 
     @property
     def demo_dir(self) -> Path:
@@ -101,6 +164,8 @@ def load_settings(**overrides: str | int | None) -> Settings:
         workers=max(1, int(values["workers"])),
         spotify_api_prefix=os.environ.get(ENV_SPOTIFY_API, ""),
         spotify_token_url=os.environ.get(ENV_SPOTIFY_TOKEN_URL, ""),
+        jamendo=JamendoConfig.from_toml(config.get("jamendo", {}), str(config_path),
+                                        os.environ.get(ENV_JAMENDO_API, "")),
     )
 
 

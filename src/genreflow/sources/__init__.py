@@ -1,1 +1,2 @@
-"""Where new labelled tracks come from: an inbox of ``<genre>/<file>`` audio, Spotify."""
+"""Where new labelled tracks come from: an inbox of ``<genre>/<file>`` audio, Jamendo's
+Creative Commons tracks by genre tag, Spotify playlists."""

@@ -9,9 +9,10 @@ Network behaviour is bounded by one policy applied here rather than by spotipy's
 urllib3 retries: those sleep for any ``Retry-After`` (429 and 503) however long, cannot be
 given a test clock, and report exhausted 5xx retries as a 429 "Max Retries", losing the cause.
 So the spotipy client gets a plain session without retries and :meth:`SpotifySource._call`
-decides: 429 waits ``Retry-After`` if it is within ``max_retry_after`` (a bounded number of
-times), 5xx/timeouts back off and retry ``retries`` times, a 401 refreshes the token once,
-anything else skips the playlist. A skipped playlist is recorded in ``rejected``; only
+maps its errors onto the shared :class:`~genreflow.sources.remote.RetryPolicy`: 429 waits
+``Retry-After`` if it is within ``max_retry_after`` (a bounded number of times), 5xx/timeouts
+back off and retry ``retries`` times, a 401 refreshes the token once, anything else skips
+the playlist. A skipped playlist is recorded in ``rejected``; only
 rejected credentials fail the run (:class:`SpotifyAuthError`).
 """
 
@@ -30,7 +31,17 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.oauth2 import SpotifyClientCredentials, SpotifyOauthError
 
 from genreflow.errors import PermanentError
-from genreflow.sources.base import Discovery, FetchError, SourceUnavailable, TrackRef
+from genreflow.sources.base import Discovery, FetchError, TrackRef
+from genreflow.sources.remote import (
+    GiveUp,
+    RateLimited,
+    RetryPolicy,
+    Tally,
+    Transient,
+    airflow_connection,
+    download,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +65,6 @@ class SpotifyAuthError(PermanentError, SpotifyError):
     """The client credentials are missing or were rejected: retrying cannot help."""
 
 
-class _GiveUp(Exception):
-    """One call failed for good under the retry policy; its playlist is skipped."""
-
-
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """``(client_id, client_secret)`` from the environment spotipy users already set."""
     env = os.environ if environ is None else environ
@@ -78,13 +85,7 @@ def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     conn_id = env.get(ENV_CONN_ID)
     if not conn_id:
         return credentials_from_env(env)
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = Connection.get(conn_id)
-    except AirflowNotFoundException as exc:
-        raise SpotifyAuthError(f"{ENV_CONN_ID}={conn_id}: no such Airflow connection") from exc
+    conn = airflow_connection(conn_id, ENV_CONN_ID, SpotifyAuthError)
     if not conn.login or not conn.password:
         raise SpotifyAuthError(
             f"Airflow connection {conn_id!r} needs login (client id) and password (secret)"
@@ -93,16 +94,12 @@ def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
 
 
 @dataclass
-class _Tally:
+class _Tally(Tally):
     items: int = 0
     candidates: int = 0
     no_preview: int = 0
     duplicates: int = 0
     skipped: int = 0
-
-    def add(self, other: _Tally) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class SpotifySource:
@@ -138,12 +135,9 @@ class SpotifySource:
             )
         self.playlists = {genre: list(ids) for genre, ids in playlists.items()}
         self.genres = frozenset(genres) if genres is not None else None
-        self.retries = retries
-        self.backoff_factor = backoff_factor
-        self.max_retry_after = max_retry_after
-        self.rate_limit_retries = rate_limit_retries
+        self.policy = RetryPolicy(retries, backoff_factor, max_retry_after, rate_limit_retries,
+                                  sleep)
         self.preview_timeout = preview_timeout
-        self._sleep = sleep
         self._auth = SpotifyClientCredentials(
             client_id=client_id,
             client_secret=client_secret,
@@ -170,7 +164,7 @@ class SpotifySource:
         skipped_playlists = 0
         try:
             self._call("token request", self._auth.get_access_token, as_dict=False)
-        except _GiveUp as exc:
+        except GiveUp as exc:
             log.error("spotify: no access token, every playlist skipped: %s", exc)
             for genre, playlist_id in self._configured():
                 found.rejected.append(_playlist_rejection(genre, playlist_id, f"no token: {exc}"))
@@ -184,7 +178,7 @@ class SpotifySource:
             tally = _Tally()
             try:
                 self._read_playlist(genre, playlist_id, found, seen, tally)
-            except _GiveUp as exc:
+            except GiveUp as exc:
                 reason = f"skipped after {tally.items} items: {exc}"
                 log.warning("spotify playlist %s (%s) %s", playlist_id, genre, reason)
                 found.rejected.append(_playlist_rejection(genre, playlist_id, reason))
@@ -210,22 +204,7 @@ class SpotifySource:
         url = ref.meta.get("preview_url")
         if not url:
             raise FetchError(f"spotify:{ref.source_id}: {NO_PREVIEW}")
-        try:
-            response = requests.get(url, timeout=self.preview_timeout)
-        except requests.RequestException as exc:
-            raise SourceUnavailable(
-                f"spotify:{ref.source_id}: preview download failed: {exc}") from exc
-        if response.status_code >= 500:
-            raise SourceUnavailable(
-                f"spotify:{ref.source_id}: preview server answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise FetchError(
-                f"spotify:{ref.source_id}: preview download returned HTTP "
-                f"{response.status_code} for {url}"
-            )
-        if not response.content:
-            raise FetchError(f"spotify:{ref.source_id}: preview download was empty ({url})")
-        return response.content
+        return download(url, self.preview_timeout, f"spotify:{ref.source_id}", "preview")
 
     def _configured(self) -> list[tuple[str, str]]:
         return [(genre, pid) for genre, ids in self.playlists.items() for pid in ids]
@@ -239,7 +218,7 @@ class SpotifySource:
         )
         while True:
             if not isinstance(page, dict):
-                raise _GiveUp("unreadable page (not a JSON object)")
+                raise GiveUp("unreadable page (not a JSON object)")
             for item in page.get("items") or []:
                 tally.items += 1
                 self._take(genre, playlist_id, item, found, seen, tally)
@@ -279,6 +258,10 @@ class SpotifySource:
             "preview_url": track.get("preview_url"),
             "playlist": playlist_id,
         }
+        meta |= {  # the catalog's attribution columns (Spotify gives no licence)
+            "title": meta["name"], "artist": ", ".join(meta["artists"]),
+            "source_url": (track.get("external_urls") or {}).get("spotify") or "",
+        }
         first = seen.get(track["id"])
         if first is not None:
             tally.duplicates += 1
@@ -295,75 +278,45 @@ class SpotifySource:
         found.tracks.append(TrackRef("spotify", track["id"], genre, name=meta["name"], meta=meta))
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn`` under the bounded retry policy; raises _GiveUp with the last cause."""
-        failures = rate_waits = 0
+        """``fn`` under the bounded retry policy; raises GiveUp with the last cause."""
         refreshed = False
-        while True:
+
+        def attempt() -> T:
+            nonlocal refreshed
             try:
                 return fn(*args, **kwargs)
             except SpotifyOauthError as exc:
                 response = getattr(exc.__context__, "response", None)
                 status = getattr(response, "status_code", None)
                 if status == 429:
-                    rate_waits = self._wait_rate_limit(what, response.headers, rate_waits, exc)
-                    continue
+                    raise RateLimited(retry_after(response.headers)) from exc
                 if status is None or status < 500:
                     raise SpotifyAuthError(
                         f"Spotify token endpoint rejected the client credentials ({exc}): "
                         f"check {ENV_CLIENT_ID} / {ENV_CLIENT_SECRET}"
                     ) from exc
-                problem = f"token endpoint HTTP {status}"
+                raise Transient(f"token endpoint HTTP {status}") from exc
             except spotipy.SpotifyException as exc:
                 status = exc.http_status
                 if status == 401 and not refreshed:
                     log.info("spotify %s: access token rejected, requesting a new one", what)
                     refreshed = True
                     self._auth.cache_handler.save_token_to_cache(None)
-                    continue
+                    return attempt()
                 if status == 401:
                     raise SpotifyAuthError(
                         f"Spotify rejected a freshly issued access token for {what}: "
                         f"check the app behind {ENV_CLIENT_ID}"
                     ) from exc
                 if status == 429:
-                    rate_waits = self._wait_rate_limit(what, exc.headers, rate_waits, exc)
-                    continue
+                    raise RateLimited(retry_after(exc.headers)) from exc
                 if status not in RETRY_STATUSES:
-                    raise _GiveUp(f"HTTP {status}: {_message(exc)}") from exc
-                problem = f"HTTP {status}"
+                    raise GiveUp(f"HTTP {status}: {_message(exc)}") from exc
+                raise Transient(f"HTTP {status}") from exc
             except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            failures += 1
-            if failures > self.retries:
-                raise _GiveUp(f"{problem} (gave up after {failures} attempts)")
-            delay = self.backoff_factor * 2 ** (failures - 1)
-            log.warning("spotify %s: %s, retry %d/%d in %g s", what, problem, failures,
-                        self.retries, delay)
-            self._sleep(delay)
+                raise Transient(f"{type(exc).__name__}: {exc}") from exc
 
-    def _wait_rate_limit(
-        self, what: str, headers: Mapping[str, str] | None, waits: int, cause: Exception
-    ) -> int:
-        """Sleep the ``Retry-After`` asked for, if within bounds; the new count of waits."""
-        wait = _retry_after(headers)
-        if wait > self.max_retry_after:
-            raise _GiveUp(
-                f"rate limited: Retry-After {wait:g} s exceeds "
-                f"max_retry_after {self.max_retry_after:g} s"
-            ) from cause
-        if waits >= self.rate_limit_retries:
-            raise _GiveUp(f"rate limited {waits + 1} times in a row") from cause
-        log.warning("spotify %s: rate limited, waiting %g s", what, wait)
-        self._sleep(wait)
-        return waits + 1
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float:
-    """Seconds asked for; an unreadable value counts as too long rather than guessed."""
-    try:
-        return max(0.0, float((headers or {}).get("Retry-After", 1)))
-    except ValueError:
-        return float("inf")
+        return self.policy.call(f"spotify {what}", attempt)
 
 
 def _message(exc: spotipy.SpotifyException) -> str:
@@ -385,4 +338,5 @@ def _track_rejection(genre: str, meta: dict[str, Any], reason: str) -> dict[str,
         "artists": ", ".join(meta["artists"]),
         "popularity": "" if meta["popularity"] is None else str(meta["popularity"]),
         "preview_url": meta["preview_url"] or "", "playlist": meta["playlist"],
+        "title": meta["title"], "artist": meta["artist"], "source_url": meta["source_url"],
     }

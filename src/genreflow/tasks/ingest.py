@@ -44,9 +44,11 @@ class NoUsableTracks(PermanentError):
     """The catalog holds no ok track, so there is nothing to train on."""
 
 
-def make_sources(settings: Settings, names: list[str]) -> dict[str, Source]:
-    """The named sources, built from settings; Spotify credentials come from env or an
-    Airflow connection (see :func:`genreflow.sources.spotify.credentials`)."""
+def make_sources(settings: Settings, names: list[str],
+                 known: frozenset[str] = frozenset()) -> dict[str, Source]:
+    """The named sources, built from settings; Spotify and Jamendo credentials come from
+    env or an Airflow connection (see ``credentials`` in their modules). ``known``: catalog
+    keys already settled, so a capped source (Jamendo) counts only new tracks."""
 
     def inbox() -> Source:
         from genreflow.sources.inbox import InboxSource
@@ -65,7 +67,12 @@ def make_sources(settings: Settings, names: list[str]) -> dict[str, Source]:
             **{name: value for name, value in endpoints.items() if value},
         )
 
-    factories = {"inbox": inbox, "spotify": spotify}
+    def jamendo() -> Source:
+        from genreflow.sources.jamendo import JamendoSource
+
+        return JamendoSource.from_env(settings.jamendo, genres=settings.genres, known=known)
+
+    factories = {"inbox": inbox, "spotify": spotify, "jamendo": jamendo}
     unknown = sorted(set(names) - set(factories))
     if unknown:
         raise PermanentError(f"unknown source(s) {unknown}; available: {sorted(factories)}")
@@ -96,7 +103,7 @@ def discover(
     tracks: list[TrackRef] = []
     rejected: list[dict] = []
     listed: dict[str, Discovery] = {}
-    for name, source in make_sources(settings, sources).items():
+    for name, source in make_sources(settings, sources, frozenset(skip)).items():
         listed[name] = result = source.discover()
         tracks += result.tracks
         rejected += [_record(_rejected_ref(name, item), run_id, status=catalog.REJECTED,
@@ -120,7 +127,8 @@ def discover(
 
 
 def _rejected_ref(source: str, item: dict) -> TrackRef:
-    return TrackRef(source, item["source_id"], item.get("genre", ""), name=item.get("name", ""))
+    return TrackRef(source, item["source_id"], item.get("genre", ""), name=item.get("name", ""),
+                    meta={k: item[k] for k in catalog.TRACK_META if k in item})
 
 
 def _gone_conflicts(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
@@ -175,7 +183,7 @@ def _record(ref: TrackRef, run_id: str, **fields) -> dict:
     record.update(
         key=ref.key, source=ref.source, source_id=ref.source_id, genre=ref.genre,
         name=ref.name, n_segments=0, first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
-        run_id=run_id,
+        run_id=run_id, **{k: str(ref.meta.get(k) or "") for k in catalog.TRACK_META},
     )
     record.update(fields)
     return record
