@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from genreflow import catalog, registry
+from genreflow.sources import KNOWN_SOURCES
 from genreflow.storage import LocalStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,9 @@ print(json.dumps({
     "max_active_runs": dag.max_active_runs,
     "tags": sorted(dag.tags),
     "params": {k: dag.params[k] for k in dag.params},
+    "schemas": {k: dag.params.get_param(k).schema for k in dag.params},
+    "param_docs": {k: dag.params.get_param(k).description for k in dag.params},
+    "description": dag.description,
     "first_task": [t.task_id for t in dag.topological_sort()][0],
     "extract_mapped": dag.get_task("extract").is_mapped,
     "cron": dag.timetable.timetable.expression,
@@ -63,6 +67,24 @@ def test_dag_shape(dag_facts):
     assert dag_facts["trigger_asset"] == "genreflow_inbox"
     assert all(retries >= 1 for retries in dag_facts["retries"].values())
     assert {"gate", "validate", "train", "assemble"} <= set(dag_facts["publish_upstream"])
+    assert "weekly, Mondays 03:00 UTC, and when new inbox tracks are announced" in dag_facts[
+        "description"]
+
+
+def test_trigger_form_submits_with_defaults(dag_facts):
+    """Issue 11: the UI marks a typed param without "null" required; locations default to
+    None (= the environment), every param is titled, sectioned and says its default."""
+    params, schemas = dag_facts["params"], dag_facts["schemas"]
+    for name in ("inbox", "valid_csv", "store"):
+        assert params[name] is None and "null" in schemas[name]["type"]
+    for name, schema in schemas.items():
+        assert schema.get("title") and schema.get("section"), name
+        assert "default" in dag_facts["param_docs"][name].lower(), name
+    sources = schemas["sources"]
+    assert sources["type"] == "array" and sources["examples"] == list(KNOWN_SOURCES)
+    assert sources["items"]["enum"] == list(KNOWN_SOURCES)
+    for name in ("max_new_tracks", "batch_size", "gate_margin"):
+        assert {"minimum", "maximum"} <= set(schemas[name]), name
 
 
 def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:

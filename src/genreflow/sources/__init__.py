@@ -1,1 +1,5 @@
 """Where new labelled tracks come from: an inbox of ``<genre>/<file>`` audio, Spotify."""
+
+# The names the DAG's `sources` param offers and genreflow.tasks.ingest.make_sources
+# builds; a new source is added here and there (tests check the two agree).
+KNOWN_SOURCES = ("inbox", "spotify")

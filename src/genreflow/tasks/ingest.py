@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.errors import PermanentError
+from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
 from genreflow.storage import AlreadyExists, Store, open_store
 from genreflow.transient import with_retries
@@ -68,7 +69,7 @@ def make_sources(settings: Settings, names: list[str]) -> dict[str, Source]:
     factories = {"inbox": inbox, "spotify": spotify}
     unknown = sorted(set(names) - set(factories))
     if unknown:
-        raise PermanentError(f"unknown source(s) {unknown}; available: {sorted(factories)}")
+        raise PermanentError(f"unknown source(s) {unknown}; available: {list(KNOWN_SOURCES)}")
     return {name: factories[name]() for name in names}
 
 
