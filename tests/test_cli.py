@@ -75,7 +75,7 @@ def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_p
 
     code, out, _ = run(capsys, "models", "--store", store_uri, "--json")
     rows = {row["version"]: row for row in json.loads(out)}
-    assert code == 0 and list(rows) == sorted([old, refused, latest])
+    assert code == 0 and list(rows) == sorted([old, refused, latest], reverse=True)  # newest 1st
     assert [v for v, row in rows.items() if row["latest"]] == [latest]
     assert not rows[refused]["promoted"] and rows[old]["roc_auc_ovo"] == 0.8
 

@@ -119,7 +119,8 @@ def test_champion_without_manifest_trains_and_is_listed(settings, models, capsys
     assert registry.read_latest(store)["version"] == fresh
 
     code, out, _ = run(capsys, "models", "--store", settings.store)
-    lines = {line[2:].split()[0]: line for line in out.splitlines()}
+    lines = {line[2:].split()[0]: line for line in out.splitlines()
+             if not line.startswith("    ")}  # a version's own line, not its details
     assert code == 0 and set(lines) == {old, champion, fresh}
     assert "BROKEN" in lines[champion] and "no manifest" in lines[champion]
     code, out, _ = run(capsys, "models", "--store", settings.store, "--json")
@@ -192,7 +193,7 @@ def test_promoted_comes_from_the_pointer_history(store_uri, models, capsys):
     assert promoted() == {first: True, ghost: False, second: True}
     assert registry.read_latest(inner)["history"] == [first]
     code, out, _ = run(capsys, "models", "--store", store_uri)
-    assert f"{ghost}  ROC-AUC 0.9000  song accuracy 1.0000  not promoted" in out
+    assert f"{ghost}  ROC-AUC 0.9000  song accuracy 1.0000  macro-F1 n/a  not promoted" in out
     registry.rollback(inner, ghost)
     assert promoted() == {first: True, ghost: True, second: True}
     assert registry.read_latest(inner)["history"] == [first, second]

@@ -215,7 +215,10 @@ def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
 
 
 def version_summaries(store: Store) -> list[dict]:
-    """One row per version folder, oldest first: metrics, gate, plots, latest mark.
+    """One row per version folder, newest first: metrics, gate, plots, latest mark.
+
+    The one listing both `genreflow models` and the registry page show, in this order
+    (versions sort by their UTC timestamp).
 
     A version that cannot be read (no manifest, tampered, the champion's manifest
     deleted, or a pointer to a version that is gone) gets a row with ``error`` instead
@@ -230,7 +233,8 @@ def version_summaries(store: Store) -> list[dict]:
         pointer, broken = None, True
     latest = pointer["version"] if pointer else None
     rows = []
-    for version in sorted({*_version_folders(store), *([latest] if latest else [])}):
+    for version in sorted({*_version_folders(store), *([latest] if latest else [])},
+                          reverse=True):
         row = {"version": version, "latest": version == latest,
                "location": store.location(version_key(version, ""))}
         try:
@@ -251,9 +255,11 @@ def version_summaries(store: Store) -> list[dict]:
             "synthetic_demo": bool(manifest.get("synthetic_demo")),
             "roc_auc_ovo": metrics.get("roc_auc_ovo"),
             "song_accuracy": metrics.get("song_accuracy"),
+            "song_macro_f1": metrics.get("song_macro_f1"),
             "promoted": None if broken else _was_promoted(pointer, version, manifest),
             "gate_promote": gate.get("promote"),
             "gate_reason": gate.get("reason", ""),
+            "gate_champion": gate.get("champion"),
             "plots": sorted(n for n in manifest.get("files", {}) if n.endswith(PLOT_SUFFIX)),
         })
     return rows
