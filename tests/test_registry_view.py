@@ -29,7 +29,11 @@ def manifest(auc: float, accuracy: float, promote: bool, reason: str) -> dict:
     return {
         "created_at": "2026-11-25T10:00:00+00:00", "run_id": f"manual__2026-11-25T10:00:{auc}",
         "n_training_tracks": 9, "n_training_segments": 27,
-        "model_name": "extra_trees", "model_config": {"n_estimators": 300},
+        "model_name": "extra_trees",
+        "model_config": {"steps": {"classifier": "ExtraTreesClassifier(n_estimators=300)"},
+                         "selection": {"chosen": 1, "rule": "best mean", "candidates": [
+                             {"name": "logreg", "roc_auc_ovo": 0.8011, "fit_seconds": 0.5},
+                             {"name": "extra_trees", "roc_auc_ovo": 0.8811}]}},
         "cv_roc_auc_ovo": 0.8811, "cv_roc_auc_ovo_std": 0.0123,
         "metrics": {"roc_auc_ovo": auc, "song_accuracy": accuracy, "song_macro_f1": 0.7333,
                     "n_songs": 4, "n_segments": 12,
@@ -99,7 +103,10 @@ def test_cli_models_and_page_list_the_same_rows_in_the_same_order(client, store,
 def test_version_page_shows_per_genre_classifier_gate_and_plots(client):
     page = client.get(f"/versions/{OLD}").text
     assert 'href="/"' in page  # back to the list
-    for text in ("extra_trees", "0.8811", "0.0123", "n_estimators=300",
+    chosen = page.index("<b>extra_trees</b> (chosen)")
+    assert page.index("logreg") < chosen and "0.8011" in page and "rule: best mean" in page
+    for text in ("extra_trees", "0.8811", "0.0123",
+                 "classifier=ExtraTreesClassifier(n_estimators=300)",
                  "first model: no champion yet", "song macro-F1 0.7333", "4 songs"):
         assert text in page
     per_genre = page[page.index("Per genre"):page.index("Confusion matrix")]

@@ -81,7 +81,8 @@ def version_details(store: Store, version: str) -> dict:
     """What the version page shows beyond its row: per-genre song results (metrics.json,
     sha256 verified), the song confusion matrix, the classifier's settings."""
     row = version_row(store, version)
-    details = {"row": row, "metrics": {}, "model_config": {}, "per_genre": [],
+    details = {"row": row, "metrics": {}, "steps": {}, "candidates": [], "rule": "",
+               "per_genre": [],
                "per_genre_problem": "", "confusion": None,
                "promoted_text": PROMOTED[row.get("promoted")]}
     if "error" in row:
@@ -92,7 +93,7 @@ def version_details(store: Store, version: str) -> dict:
     labels, songs = matrix.get("labels") or [], matrix.get("songs") or []
     if labels and len(labels) == len(songs):
         details["confusion"] = {"labels": labels, "rows": list(zip(labels, songs, strict=True))}
-    details.update(metrics=metrics, model_config=manifest.get("model_config") or {})
+    details.update(metrics=metrics, **_model_choice(manifest.get("model_config")))
     try:
         data = registry.verify_files(store, version, manifest, [registry.METRICS_FILE])
         per_genre = json.loads(data[registry.METRICS_FILE]).get("per_genre") or {}
@@ -104,6 +105,21 @@ def version_details(store: Store, version: str) -> dict:
     if not details["per_genre"]:
         details["per_genre_problem"] = "no per-genre results recorded for this version"
     return details
+
+
+def _model_choice(config) -> dict:
+    """The fitted pipeline's steps and the candidates model selection compared (CV
+    ROC-AUC of each, the chosen one marked), from the manifest's ``model_config``."""
+    config = config if isinstance(config, dict) else {}
+    steps, selection = config.get("steps"), config.get("selection")
+    selection = selection if isinstance(selection, dict) else {}
+    candidates = [c for c in selection.get("candidates") or [] if isinstance(c, dict)]
+    chosen = selection.get("chosen")
+    return {
+        "steps": steps if isinstance(steps, dict) else {},
+        "candidates": [{**c, "chosen": i == chosen} for i, c in enumerate(candidates)],
+        "rule": str(selection.get("rule") or ""),
+    }
 
 
 def no_rollback() -> str:
