@@ -39,6 +39,9 @@ print(json.dumps({
     "cron": dag.timetable.timetable.expression,
     "trigger_asset": dag.timetable.asset_condition.name,
     "retries": {t.task_id: t.retries for t in dag.tasks},
+    "timeouts": {t.task_id: t.execution_timeout.total_seconds() for t in dag.tasks},
+    "docs": {t.task_id: (t.doc_md or "").startswith(("Lists", "Fetches", "Records", "Stops",
+             "Checks", "Chooses", "Scores", "Draws", "Compares", "Writes")) for t in dag.tasks},
     "publish_upstream": sorted(dag.get_task("publish").upstream_task_ids),
 }))
 """
@@ -65,8 +68,13 @@ def test_dag_shape(dag_facts):
     assert dag_facts["extract_mapped"] is True
     assert dag_facts["cron"] == "0 3 * * 1"  # weekly, Monday 03:00 UTC
     assert dag_facts["trigger_asset"] == "genreflow_inbox"
-    assert all(retries >= 1 for retries in dag_facts["retries"].values())
-    assert {"gate", "validate", "train", "assemble"} <= set(dag_facts["publish_upstream"])
+    retries = dag_facts["retries"]
+    assert retries.pop("figure") == 0  # best effort: skipped, never retried
+    assert all(n >= 1 for n in retries.values())
+    assert all(dag_facts["timeouts"].values()), dag_facts["timeouts"]
+    assert all(dag_facts["docs"].values()), dag_facts["docs"]
+    assert {"gate", "validate", "train", "assemble", "figure"} <= set(
+        dag_facts["publish_upstream"])
     assert "weekly, Mondays 03:00 UTC, and when new inbox tracks are announced" in dag_facts[
         "description"]
 

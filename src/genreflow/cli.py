@@ -196,7 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (AudioError, OSError) as exc:
             failed += 1
             result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
-            print(f"genreflow: error: {name}: {result['error']}", file=sys.stderr)
+            print(f"genreflow: error: {exc}", file=sys.stderr)  # names the file
         results.append({**result, "version": version,
                         "synthetic_demo": bool(manifest.get("synthetic_demo"))})
     if args.json:

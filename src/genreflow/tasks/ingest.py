@@ -247,7 +247,7 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
         data, record = in_flight.pop(key), records[key]
         if isinstance(result, AudioError):
             record.update(status=catalog.FAILED, reason=str(result))
-            log.warning("failed %s: %s", key, result)
+            log.warning("failed %s", result)  # "<key>: <reason in words>"
         else:
             record.update(with_retries(
                 f"store {key}",
