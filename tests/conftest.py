@@ -70,6 +70,24 @@ def airflow_base_env(home: Path, genres_config: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def standalone_env(tmp_path, demo_corpus, genres_config) -> tuple[dict[str, str], Path, int]:
+    """Env, AIRFLOW_HOME and a free port for scripts/airflow-standalone.sh on the demo corpus,
+    storing into tmp_path/store."""
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    port = free_port()
+    env = {
+        **airflow_base_env(home, genres_config),
+        "AIRFLOW__API__PORT": str(port),
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
+        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
+        "GENREFLOW_WORKERS": "1",
+    }
+    return env, home, port
+
+
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory, genres_config) -> dict[str, str]:
     """Environment of a project-local SQLite Airflow, migrated once per session."""
