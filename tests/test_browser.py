@@ -175,7 +175,8 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         page.goto(f"{server.url}/dags/{DAG_ID}")
         page.get_by_role("button", name="Trigger Dag").click()
         dialog = page.get_by_role("dialog")
-        dialog.get_by_text("New tracks").wait_for()
+        dialog.get_by_role("button", name="New tracks").click()  # show a section's defaults
+        dialog.get_by_text("Max new tracks").wait_for()
         submit = dialog.get_by_role("button", name="Trigger", exact=True)
         screens.shot("trigger-form-defaults")
         assert submit.is_enabled(), "Trigger is disabled with the form's defaults"
@@ -216,7 +217,7 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Model registry").click()
         frame = page.frame_locator("iframe")
-        current = frame.locator("tr.current")
+        current = frame.locator("table.versions tr.current")
         current.wait_for()
         assert version in current.inner_text() and "latest" in current.inner_text()
         assert frame.locator("tr").filter(has_text=older).count() == 1
@@ -229,7 +230,7 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         assert frame.locator("img.full").evaluate("img => img.naturalWidth") > 100
         screens.shot("plot")
         frame.get_by_role("link", name="all versions").click()
-        frame.locator("tr.current").wait_for()
+        frame.locator("table.versions tr.current").wait_for()
         assert page.get_by_role("button", name="Browse").is_visible()  # still in Airflow
         screens.shot("back-from-plot")
 
@@ -248,6 +249,6 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         pointer = registry.read_latest(store)
         assert (pointer["version"], pointer["previous"]) == (older, version)
         frame.get_by_role("link", name="all versions").click()
-        assert older in frame.locator("tr.current").inner_text()
+        assert older in frame.locator("table.versions tr.current").inner_text()
         screens.shot("registry-after-rollback")
     assert len(screens.taken) >= 10
