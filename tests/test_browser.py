@@ -11,6 +11,7 @@ Screenshots go to the test's tmp dir (the path is printed) for a person to look 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
 from test_e2e_api import DAG_ID, RUN_TIMEOUT, STARTUP_TIMEOUT, standalone
 
 from genreflow import registry
@@ -33,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 UI_TIMEOUT_MS = 120_000  # 2 cores shared with the scheduler, the dag-processor and tasks
+PASSWORDS = "simple_auth_manager_passwords.json.generated"
 DEPRECATION = re.compile(r"Deprecat\w*Warning")
 ROC_AUC = re.compile(r"ROC-AUC ovo\s+\d\.\d{4}")
 
@@ -146,6 +149,7 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
     standalone_env, tmp_path, browser_page
 ):
     env, home, port = standalone_env
+    env = {**env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}
     page, screens = browser_page
     store = LocalStore(tmp_path / "store")
     with standalone(env, home, port) as server, screens.on_failure():
@@ -234,7 +238,19 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         assert page.get_by_role("button", name="Browse").is_visible()  # still in Airflow
         screens.shot("back-from-plot")
 
-        # Roll back to the older copy: a wrong confirmation changes nothing.
+        # Rolling back needs a login allowed to edit the DAG: a viewer may only look.
+        rollback = f"{server.url}/genreflow/registry/versions/{older}/rollback"
+        assert requests.post(rollback, data={"confirm": older}, timeout=30).status_code == 401
+        viewer = requests.Session()
+        viewer.headers["Authorization"] = "Bearer " + server.api(
+            "POST", "/auth/token", expect=201, json={"username": "viewer", "password": json.loads(
+                (home / PASSWORDS).read_text())["viewer"]}).json()["access_token"]
+        assert viewer.get(f"{server.url}/genreflow/registry/", timeout=30).status_code == 200
+        refused = viewer.post(rollback, data={"confirm": older}, timeout=30)
+        assert refused.status_code == 403 and "edit permission" in refused.text
+        assert registry.read_latest(store)["version"] == version
+
+        # Roll back to the older copy in the page: a wrong confirmation changes nothing.
         frame.get_by_role("link", name=older).click()
         form = frame.locator("form.rollback")
         form.locator("input[name=confirm]").fill("yes")
@@ -243,6 +259,8 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         assert registry.read_latest(store)["version"] == version
         screens.shot("rollback-refused")
         frame.locator("form.rollback input[name=confirm]").fill(older)
+        frame.locator("form.rollback").scroll_into_view_if_needed()
+        screens.shot("rollback-confirmation-typed")
         frame.get_by_role("button", name="Roll back to this version").click()
         frame.get_by_text("Rolled back: latest now points at").wait_for()
         screens.shot("rolled-back")
@@ -251,4 +269,12 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         frame.get_by_role("link", name="all versions").click()
         assert older in frame.locator("table.versions tr.current").inner_text()
         screens.shot("registry-after-rollback")
-    assert len(screens.taken) >= 10
+
+        # A version's run opens in the whole window, as Airflow's own run page (the
+        # iframe is sandboxed: the page moves Airflow's router, it cannot navigate).
+        frame.locator("table.versions tr.current").get_by_role("link", name=run_id).click()
+        page.wait_for_url(re.compile(re.escape(f"/dags/{DAG_ID}/runs/")), wait_until="commit")
+        page.get_by_text("Task Instances").first.wait_for()
+        assert page.locator("iframe").count() == 0
+        screens.shot("run-from-registry")
+    assert len(screens.taken) >= 13

@@ -87,8 +87,8 @@ def test_page_lists_versions_with_metrics_gate_links_and_latest(client):
     assert f'href="/versions/{OLD}/plots/{PLOT}"' in page
     assert f'href="/versions/{OLD}"' in page
     # The run opens in the whole Airflow window, not inside the page's iframe.
-    assert 'href="/dags/genre_retrain/runs/manual__2026-11-25T10:00:0.9312" target="_top"' \
-        in page
+    run = "/dags/genre_retrain/runs/manual__2026-11-25T10:00:0.9312"
+    assert f'href="{run}" target="_top" data-airflow-route' in page
 
 
 def test_cli_models_and_page_list_the_same_rows_in_the_same_order(client, store, capsys):
