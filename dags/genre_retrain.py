@@ -70,14 +70,14 @@ catalog keeps the reason. The figure task never fails the run.
 # in bench/RESULTS.md (weekly run at 320 tracks, train at 10,000 segments), with room
 # for a weekly run of up to 1,000 new tracks: a task past its limit is hung, not slow.
 TIMEOUTS = {
-    "discover": timedelta(minutes=10),  # 18-44 s
+    "discover": timedelta(minutes=10),  # 4-44 s
     "extract": timedelta(minutes=60),  # per batch: 20 s for 25 tracks, 145 s cold for 10
     "assemble": timedelta(minutes=30),  # 6-27 s, grows with the catalog's features files
     "has_new_data": timedelta(minutes=5),  # < 2 s
     "checks": timedelta(minutes=15),  # 1-8 s
-    "train": timedelta(minutes=60),  # 75 s; 438 s at 10,000 segments under load
-    "validate": timedelta(minutes=15),  # ~7 s (55-110 s with the UMAP figure inside)
-    "figure": timedelta(minutes=10),  # ~9 s cold numba cache, ~3 s warm
+    "train": timedelta(minutes=60),  # 10-75 s; 438 s at 10,000 segments under load
+    "validate": timedelta(minutes=15),  # 1-5 s (24-110 s with the UMAP figure inside)
+    "figure": timedelta(minutes=10),  # 2-11 s; 58 s once with an empty numba cache
     "gate": timedelta(minutes=15),  # < 1 s; re-scoring the champion is like validate
     "publish": timedelta(minutes=15),  # < 3 s
 }
