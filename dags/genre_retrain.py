@@ -70,14 +70,14 @@ catalog keeps the reason. The figure task never fails the run.
 # in bench/RESULTS.md (weekly run at 320 tracks, train at 10,000 segments), with room
 # for a weekly run of up to 1,000 new tracks: a task past its limit is hung, not slow.
 TIMEOUTS = {
-    "discover": timedelta(minutes=10),  # 18-44 s
+    "discover": timedelta(minutes=10),  # 4-44 s
     "extract": timedelta(minutes=60),  # per batch: 20 s for 25 tracks, 145 s cold for 10
     "assemble": timedelta(minutes=30),  # 6-27 s, grows with the catalog's features files
     "has_new_data": timedelta(minutes=5),  # < 2 s
     "checks": timedelta(minutes=15),  # 1-8 s
-    "train": timedelta(minutes=60),  # 75 s; 438 s at 10,000 segments under load
-    "validate": timedelta(minutes=15),  # ~7 s (55-110 s with the UMAP figure inside)
-    "figure": timedelta(minutes=10),  # ~9 s cold numba cache, ~3 s warm
+    "train": timedelta(minutes=60),  # 10-75 s; 438 s at 10,000 segments under load
+    "validate": timedelta(minutes=15),  # 1-5 s (24-110 s with the UMAP figure inside)
+    "figure": timedelta(minutes=10),  # 2-11 s; 58 s once with an empty numba cache
     "gate": timedelta(minutes=15),  # < 1 s; re-scoring the champion is like validate
     "publish": timedelta(minutes=15),  # < 3 s
 }
@@ -172,6 +172,11 @@ def location(env: str, what: str, default: str) -> Param:
     )
 
 
+def switch(title: str, section: str, description: str) -> Param:
+    """An on/off param, off by default."""
+    return Param(False, type="boolean", title=title, section=section, description=description)
+
+
 @dag(
     dag_id="genre_retrain",
     description=f"Retrain the genre classifier: {SCHEDULE_TEXT}.",
@@ -206,21 +211,17 @@ def location(env: str, what: str, default: str) -> Param:
             description="New tracks are split into batches of this size, each extracted "
             "by its own mapped extract task, in parallel. Default 25.",
         ),
-        "retry_failed": Param(
-            False, type="boolean", title="Retry failed tracks", section=INTAKE,
-            description="Offer tracks that failed in earlier runs (unreadable audio, a "
-            "download error) again. Default off: a failed track is not retried.",
-        ),
-        "retrain_unchanged": Param(
-            False, type="boolean", title="Retrain without new data", section=MODEL,
-            description="Train, validate and gate even when the latest model was trained "
-            "on exactly this data. Default off: such a run stops at has_new_data.",
-        ),
-        "force_publish": Param(
-            False, type="boolean", title="Promote regardless of the gate", section=MODEL,
-            description="Make the new model latest even if it scores worse than the "
-            "current one on valid.csv. Default off: the gate decides.",
-        ),
+        "retry_failed": switch(
+            "Retry failed tracks", INTAKE, "Offer tracks that failed in earlier runs "
+            "(unreadable audio, a download error) again. Default off: a failed track is "
+            "not retried."),
+        "retrain_unchanged": switch(
+            "Retrain without new data", MODEL, "Train, validate and gate even when the "
+            "latest model was trained on exactly this data. Default off: such a run stops "
+            "at has_new_data."),
+        "force_publish": switch(
+            "Promote regardless of the gate", MODEL, "Make the new model latest even if it "
+            "scores worse than the current one on valid.csv. Default off: the gate decides."),
         "gate_margin": Param(
             0.005, type="number", minimum=0, maximum=1, title="Gate margin (ROC-AUC)",
             section=MODEL,

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_bad_tracks
 
 from genreflow import catalog, registry
 from genreflow.sources import KNOWN_SOURCES
@@ -93,20 +92,6 @@ def test_trigger_form_submits_with_defaults(dag_facts):
     assert sources["items"]["enum"] == list(KNOWN_SOURCES)
     for name in ("max_new_tracks", "batch_size", "gate_margin"):
         assert {"minimum", "maximum"} <= set(schemas[name]), name
-
-
-def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:
-    """A corrupt, a too-short and a silent file, with the reason each must get."""
-    folder = inbox / genre
-    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00not really audio" * 50)
-    rng = np.random.default_rng(0)
-    sf.write(folder / "short.wav", 0.3 * rng.standard_normal(22050).astype("float32"), 22050)
-    sf.write(folder / "silent.wav", np.zeros(22050 * 5, dtype="float32"), 22050)
-    return {
-        f"inbox:{genre}/corrupt.wav": "decode",
-        f"inbox:{genre}/short.wav": "shorter than one",
-        f"inbox:{genre}/silent.wav": "silent",
-    }
 
 
 def test_local_run_publishes_records_bad_tracks_and_second_run_skips(

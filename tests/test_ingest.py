@@ -19,7 +19,7 @@ from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError
 from genreflow.storage import LocalStore
-from genreflow.tasks import ingest, training
+from genreflow.tasks import ingest, progress, training
 
 JAZZ, ROCK = "1gfJazzClassicsTest001", "2gfRockAnthemsTest0002"
 SO_WHAT, TAKE_FIVE = "4vLYewWIvqHfKtJDk8c8tq", "1YQWosTIljIvxAgHWTp7KP"
@@ -320,3 +320,12 @@ def test_same_audio_under_two_genres_is_a_conflict_until_one_is_removed(
     assert snapshot.loc[table.loc["metal/zz_same.wav", "track_id"], "genre"] == "metal"
     assert ingest.discover(settings, ["inbox"], 100, 2, run_id="r4") == []
     assert ingest.assemble(settings, [], "r4") == {**third, "new_tracks": 0}
+
+
+def test_progress_lines_only_for_long_loops(caplog):
+    log = logging.getLogger("genreflow.test")
+    caplog.set_level(logging.INFO, logger="genreflow.test")
+    assert list(progress(range(3), 3, "read", log, every=60.0)) == [0, 1, 2]
+    assert caplog.messages == []  # a quick loop adds no line
+    assert list(progress(range(3), 3, "read", log, every=0.0)) == [0, 1, 2]
+    assert caplog.messages == ["read: 1/3", "read: 2/3"]  # the summary says 3/3 itself

@@ -23,6 +23,7 @@ from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
 from genreflow.storage import AlreadyExists, Store, open_store
+from genreflow.tasks import progress
 from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def discover(
     changed. A key in label conflict that its source no longer holds is recorded
     ``removed``, which resolves the conflict when the keys left agree on one genre.
     """
+    log.info("discover: asking %s", ", ".join(sources))
     store = open_store(settings.store)
     known = catalog.read_versioned(store)
     seen = known[0]
@@ -353,8 +355,9 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     if store.exists(key):
         log.info("snapshot %s already exists: reused", store.location(key))
     else:
+        pairs = zip(ok["features_key"], ok["genre"], strict=True)
         snapshot = pd.concat([store.read_frame(k).assign(genre=g) for k, g in
-                              zip(ok["features_key"], ok["genre"], strict=True)],
+                              progress(pairs, len(ok), "snapshot: features files read", log)],
                              ignore_index=True)
         n_segments = len(snapshot)
         store.write_frame(key, snapshot)
