@@ -32,6 +32,7 @@ cluster: install
 	bash scripts/airflow-cluster.sh
 
 test: install
+	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

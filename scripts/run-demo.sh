@@ -16,6 +16,11 @@ if ! airflow dags test genre_retrain > "$log" 2>&1; then
   grep -E "ERROR|Error|error" "$log" | tail -20
   exit 1
 fi
-grep -E "\[genreflow" "$log" | sed -E 's/^([^ ]+) \[[a-z ]+\] (.*) \[genreflow[^]]*\].*/\1 \2/'
+# genreflow's records, multi-line ones (metrics, checks) whole: a record starts with a
+# timestamp and ends with its logger's name
+awk '/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ { if (rec ~ /\[genreflow/) print rec; rec = $0; next }
+     { rec = rec "\n" $0 }
+     END { if (rec ~ /\[genreflow/) print rec }' "$log" \
+  | sed -E 's/^([^ ]+) \[[a-z ]+\] /\1 /; s/ \[genreflow[^]]*\].*$//'
 grep -q "state=success" "$log" || { echo "the DAG run did not succeed; see $log"; exit 1; }
 genreflow models

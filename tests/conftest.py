@@ -62,6 +62,23 @@ def demo_corpus(tmp_path_factory, genres_config) -> dict[str, Path]:
     return {"root": root, "inbox": root / "inbox", "valid_csv": root / "valid.csv"}
 
 
+def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:
+    """A corrupt, a too-short and a silent file, with the reason each must get."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = inbox / genre
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00not really audio" * 50)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "short.wav", 0.3 * rng.standard_normal(22050).astype("float32"), 22050)
+    sf.write(folder / "silent.wav", np.zeros(22050 * 5, dtype="float32"), 22050)
+    return {
+        f"inbox:{genre}/corrupt.wav": "decode",
+        f"inbox:{genre}/short.wav": "shorter than one",
+        f"inbox:{genre}/silent.wav": "silent",
+    }
+
+
 def airflow_base_env(home: Path, genres_config: Path) -> dict[str, str]:
     """A project-local SQLite Airflow in ``home`` seeing this repo's DAGs and plugins."""
     return {
@@ -74,6 +91,24 @@ def airflow_base_env(home: Path, genres_config: Path) -> dict[str, str]:
         "GENREFLOW_HOME": str(PROJECT),
         "GENREFLOW_CONFIG": str(genres_config),
     }
+
+
+@pytest.fixture
+def standalone_env(tmp_path, demo_corpus, genres_config) -> tuple[dict[str, str], Path, int]:
+    """Env, AIRFLOW_HOME and a free port for scripts/airflow-standalone.sh on the demo corpus,
+    storing into tmp_path/store."""
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    port = free_port()
+    env = {
+        **airflow_base_env(home, genres_config),
+        "AIRFLOW__API__PORT": str(port),
+        "GENREFLOW_STORE": str(tmp_path / "store"),
+        "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
+        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
+        "GENREFLOW_WORKERS": "1",
+    }
+    return env, home, port
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +138,21 @@ class DagRun:
     def state(self) -> str:
         found = re.findall(r"DagRun Finished: .*?state=(\w+)", self.log)
         return found[-1] if found else "unknown"
+
+    def task_logs(self) -> dict[str, list[str]]:
+        """Each task's lines as `airflow dags test` prints them, keyed "task" or
+        "task[map index]", timestamps cut (so that repeats show)."""
+        logs: dict[str, list[str]] = {}
+        current = None
+        for line in self.log.splitlines():
+            marker = re.search(r"\[DAG TEST\] (starting|end task) task_id=(\w+) map_index=(-?\d+)",
+                               line)
+            if marker:
+                name = marker[2] if marker[3] == "-1" else f"{marker[2]}[{marker[3]}]"
+                current = logs.setdefault(name, []) if marker[1] == "starting" else None
+            elif current is not None:
+                current.append(re.sub(r"^\S+Z ", "", line))
+        return logs
 
     def task_states(self) -> dict[str, str]:
         """State per task id (mapped tasks: the last map index), from Airflow's database."""

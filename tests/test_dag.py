@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from conftest import write_bad_tracks
 
 from genreflow import catalog, registry
+from genreflow.sources import KNOWN_SOURCES
 from genreflow.storage import LocalStore, S3Store
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -30,11 +30,17 @@ print(json.dumps({
     "max_active_runs": dag.max_active_runs,
     "tags": sorted(dag.tags),
     "params": {k: dag.params[k] for k in dag.params},
+    "schemas": {k: dag.params.get_param(k).schema for k in dag.params},
+    "param_docs": {k: dag.params.get_param(k).description for k in dag.params},
+    "description": dag.description,
     "first_task": [t.task_id for t in dag.topological_sort()][0],
     "extract_mapped": dag.get_task("extract").is_mapped,
     "cron": dag.timetable.timetable.expression,
     "trigger_asset": dag.timetable.asset_condition.name,
     "retries": {t.task_id: t.retries for t in dag.tasks},
+    "timeouts": {t.task_id: t.execution_timeout.total_seconds() for t in dag.tasks},
+    "docs": {t.task_id: (t.doc_md or "").startswith(("Lists", "Fetches", "Records", "Stops",
+             "Checks", "Chooses", "Scores", "Draws", "Compares", "Writes")) for t in dag.tasks},
     "publish_upstream": sorted(dag.get_task("publish").upstream_task_ids),
 }))
 """
@@ -61,22 +67,31 @@ def test_dag_shape(dag_facts):
     assert dag_facts["extract_mapped"] is True
     assert dag_facts["cron"] == "0 3 * * 1"  # weekly, Monday 03:00 UTC
     assert dag_facts["trigger_asset"] == "genreflow_inbox"
-    assert all(retries >= 1 for retries in dag_facts["retries"].values())
-    assert {"gate", "validate", "train", "assemble"} <= set(dag_facts["publish_upstream"])
+    retries = dag_facts["retries"]
+    assert retries.pop("figure") == 0  # best effort: skipped, never retried
+    assert all(n >= 1 for n in retries.values())
+    assert all(dag_facts["timeouts"].values()), dag_facts["timeouts"]
+    assert all(dag_facts["docs"].values()), dag_facts["docs"]
+    assert {"gate", "validate", "train", "assemble", "figure"} <= set(
+        dag_facts["publish_upstream"])
+    assert "weekly, Mondays 03:00 UTC, and when new inbox tracks are announced" in dag_facts[
+        "description"]
 
 
-def write_bad_tracks(inbox: Path, genre: str) -> dict[str, str]:
-    """A corrupt, a too-short and a silent file, with the reason each must get."""
-    folder = inbox / genre
-    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00not really audio" * 50)
-    rng = np.random.default_rng(0)
-    sf.write(folder / "short.wav", 0.3 * rng.standard_normal(22050).astype("float32"), 22050)
-    sf.write(folder / "silent.wav", np.zeros(22050 * 5, dtype="float32"), 22050)
-    return {
-        f"inbox:{genre}/corrupt.wav": "decode",
-        f"inbox:{genre}/short.wav": "shorter than one",
-        f"inbox:{genre}/silent.wav": "silent",
-    }
+def test_trigger_form_submits_with_defaults(dag_facts):
+    """Issue 11: the UI marks a typed param without "null" required; locations default to
+    None (= the environment), every param is titled, sectioned and says its default."""
+    params, schemas = dag_facts["params"], dag_facts["schemas"]
+    for name in ("inbox", "valid_csv", "store"):
+        assert params[name] is None and "null" in schemas[name]["type"]
+    for name, schema in schemas.items():
+        assert schema.get("title") and schema.get("section"), name
+        assert "default" in dag_facts["param_docs"][name].lower(), name
+    sources = schemas["sources"]
+    assert sources["type"] == "array" and sources["examples"] == list(KNOWN_SOURCES)
+    assert sources["items"]["enum"] == list(KNOWN_SOURCES)
+    for name in ("max_new_tracks", "batch_size", "gate_margin"):
+        assert {"minimum", "maximum"} <= set(schemas[name]), name
 
 
 def test_local_run_publishes_records_bad_tracks_and_second_run_skips(

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import PROJECT, airflow_base_env, free_port
+from conftest import PROJECT
 
 from genreflow import registry
 from genreflow.storage import LocalStore
@@ -124,22 +124,6 @@ def standalone(env: dict[str, str], home: Path, port: int):
         raise
     finally:
         stop_group(process)
-
-
-@pytest.fixture
-def standalone_env(tmp_path, demo_corpus, genres_config) -> tuple[dict[str, str], Path, int]:
-    home = tmp_path / "airflow-home"
-    home.mkdir()
-    port = free_port()
-    env = {
-        **airflow_base_env(home, genres_config),
-        "AIRFLOW__API__PORT": str(port),
-        "GENREFLOW_STORE": str(tmp_path / "store"),
-        "GENREFLOW_INBOX": str(demo_corpus["inbox"]),
-        "GENREFLOW_VALID_CSV": str(demo_corpus["valid_csv"]),
-        "GENREFLOW_WORKERS": "1",
-    }
-    return env, home, port
 
 
 def test_standalone_trigger_logs_store_registry_and_inbox_asset(standalone_env, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -122,11 +123,27 @@ def test_validate_step_metrics_and_report_files(steps_run):
     assert metrics["report_files"] == {
         "checks.json": "runs/manual__1/checks.json",
         "confusion_matrix.png": "runs/manual__1/confusion_matrix.png",
-        "umap.png": "runs/manual__1/umap.png",
     }
-    for name, key in metrics["report_files"].items():
-        if name.endswith(".png"):
-            assert store.read_bytes(key).startswith(PNG)
+    assert store.read_bytes("runs/manual__1/confusion_matrix.png").startswith(PNG)
+
+
+def test_figure_step_draws_umap_or_skips_it_with_the_reason(steps_run, caplog):
+    settings, trained, store = steps_run["settings"], steps_run["trained"], steps_run["store"]
+    assert training.figure(settings, trained) == {"umap.png": "runs/manual__1/umap.png"}
+    assert store.read_bytes("runs/manual__1/umap.png").startswith(PNG)
+
+    caplog.set_level(logging.INFO, logger="genreflow")
+    broken = {**trained, "run_dir": "runs/broken", "model_key": "runs/nowhere/model.skops"}
+    assert training.figure(settings, broken) == {}
+    assert "UMAP figure skipped: KeyNotFound" in caplog.text
+    assert not store.exists("runs/broken/umap.png")
+
+
+def test_metrics_block_is_short_lines(steps_run):
+    block = training.metrics_block(steps_run["metrics"], "valid.csv").splitlines()
+    assert block[0] == "validation on valid.csv: 6 songs, 30 segments"
+    assert [line.split()[0] for line in block[1:]] == ["ROC-AUC", "song", "song", "weakest"]
+    assert max(map(len, block)) <= 80
 
 
 def test_unseen_genre_is_refused(steps_run):

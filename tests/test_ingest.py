@@ -15,10 +15,11 @@ from genreflow import catalog, extraction
 from genreflow.config import Settings
 from genreflow.dataset import write_valid_table
 from genreflow.errors import PermanentError
+from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError
 from genreflow.storage import LocalStore
-from genreflow.tasks import ingest, training
+from genreflow.tasks import ingest, progress, training
 
 JAZZ, ROCK = "1gfJazzClassicsTest001", "2gfRockAnthemsTest0002"
 SO_WHAT, TAKE_FIVE = "4vLYewWIvqHfKtJDk8c8tq", "1YQWosTIljIvxAgHWTp7KP"
@@ -169,6 +170,18 @@ def test_unknown_source_is_a_permanent_error(tmp_path, short_clips):
         ingest.make_sources(inbox_settings(tmp_path, short_clips), ["inbox", "soundcloud"])
 
 
+@pytest.mark.parametrize("name", KNOWN_SOURCES)
+def test_every_source_the_trigger_form_offers_can_be_built(tmp_path, short_clips, name):
+    """The DAG's `sources` multi-select lists KNOWN_SOURCES: each must be buildable here
+    (a source without credentials fails with its own error, not 'unknown source')."""
+    try:
+        built = ingest.make_sources(inbox_settings(tmp_path, short_clips), [name])
+    except PermanentError as exc:
+        assert "unknown source" not in str(exc)
+    else:
+        assert list(built) == [name]
+
+
 @pytest.fixture
 def fake():
     with FakeSpotify() as server:
@@ -310,3 +323,12 @@ def test_same_audio_under_two_genres_is_a_conflict_until_one_is_removed(
     assert snapshot.loc[table.loc["metal/zz_same.wav", "track_id"], "genre"] == "metal"
     assert ingest.discover(settings, ["inbox"], 100, 2, run_id="r4") == []
     assert ingest.assemble(settings, [], "r4") == {**third, "new_tracks": 0}
+
+
+def test_progress_lines_only_for_long_loops(caplog):
+    log = logging.getLogger("genreflow.test")
+    caplog.set_level(logging.INFO, logger="genreflow.test")
+    assert list(progress(range(3), 3, "read", log, every=60.0)) == [0, 1, 2]
+    assert caplog.messages == []  # a quick loop adds no line
+    assert list(progress(range(3), 3, "read", log, every=0.0)) == [0, 1, 2]
+    assert caplog.messages == ["read: 1/3", "read: 2/3"]  # the summary says 3/3 itself

@@ -5,7 +5,10 @@ untrusted types, racing publishers, rollback, the gate and report files."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -357,3 +360,29 @@ def test_release_publish_copies_report_files(settings, models):
     manifest = registry.read_manifest(store, refused["version"])
     assert manifest["promoted"] is False and manifest["gate"]["reason"] == "worse by 0.2"
     assert registry.read_latest(store)["version"] == version
+
+
+SKOPS_IN_A_TASK_PROCESS = """
+import warnings
+import airflow.sdk, airflow.utils.timezone  # loaded in every task process
+from sklearn.preprocessing import StandardScaler
+from genreflow import registry
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    data = registry.dump_model(StandardScaler().fit([[0.0], [1.0]]))
+    skops_loaded = registry.skops_io().loads(data)
+print(len(caught), sorted({w.category.__name__ for w in caught}))
+import sys
+print(sum(registry._is_deprecation_shim(m) for m in list(sys.modules.values())))
+"""
+
+
+def test_saving_a_model_in_an_airflow_process_warns_nothing(tmp_path):
+    """Issue 11: skops' import-time scan of every loaded module hit Airflow's deprecation
+    shims, 1,160 DeprecatedImportWarning lines in the train and validate logs."""
+    done = subprocess.run([sys.executable, "-c", SKOPS_IN_A_TASK_PROCESS], text=True,
+                          capture_output=True, timeout=300, check=True,
+                          env={**os.environ, "AIRFLOW_HOME": str(tmp_path)})
+    warned, shims = done.stdout.strip().splitlines()[-2:]
+    assert warned == "0 []"
+    assert int(shims) > 0  # the shims are loaded, and back in place afterwards

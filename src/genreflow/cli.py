@@ -74,8 +74,9 @@ PROMOTED = {True: "promoted", False: "not promoted", None: "promotion unknown"}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Every version, broken ones with their problem; a broken latest.json is listed
-    too, then reported as the error (exit 1) so scripts notice it."""
+    """Every version, newest first as on the registry page (the same rows), broken ones
+    with their problem; a broken latest.json is listed too, then reported as the error
+    (exit 1) so scripts notice it."""
     store = _store(args)
     rows = registry.version_summaries(store)
     if args.json:
@@ -89,11 +90,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             continue
         cv = (f"CV {_number(row['cv_roc_auc_ovo'])} +- {_number(row['cv_roc_auc_ovo_std'])}"
               if row.get("cv_roc_auc_ovo") is not None else "CV n/a")
+        gate = {True: "promote", False: "refuse", None: "n/a"}[row["gate_promote"]]
         print(f"{mark} {row['version']}  ROC-AUC {_number(row['roc_auc_ovo'])}  song accuracy "
-              f"{_number(row['song_accuracy'])}  {PROMOTED[row['promoted']]}  {row['location']}\n"
+              f"{_number(row['song_accuracy'])}  macro-F1 {_number(row['song_macro_f1'])}  "
+              f"{PROMOTED[row['promoted']]}  {row['location']}\n"
               f"    {row.get('model_name') or 'model n/a'}; {cv}; "
               f"{row.get('n_training_segments') or 'n/a'} training segments"
-              f"{'; SYNTHETIC demo corpus' if row.get('synthetic_demo') else ''}")
+              f"{'; SYNTHETIC demo corpus' if row.get('synthetic_demo') else ''}\n"
+              f"    gate: {gate}: {row['gate_reason'] or 'no reason recorded'}; "
+              f"run {row['run_id'] or 'n/a'}")
     registry.read_latest(store)  # a broken pointer: rows listed above, then the one-line error
     return 0
 
@@ -192,7 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (AudioError, OSError) as exc:
             failed += 1
             result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
-            print(f"genreflow: error: {name}: {result['error']}", file=sys.stderr)
+            print(f"genreflow: error: {exc}", file=sys.stderr)  # names the file
         results.append({**result, "version": version,
                         "synthetic_demo": bool(manifest.get("synthetic_demo"))})
     if args.json:

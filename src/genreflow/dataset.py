@@ -128,7 +128,7 @@ def build_table(
     for done, (track_id, result) in enumerate(extract_many(jobs, workers), start=1):
         if isinstance(result, AudioError):
             failures.append({"track_id": track_id, "reason": str(result)})
-            log.warning("skipped %s: %s", track_id, result)
+            log.warning("skipped %s", result)  # "<track id>: <reason in words>"
         else:
             frames.append(track_frame(track_id, items[track_id][0], result))
         if done % 10 == 0 or done == len(items):

@@ -6,7 +6,6 @@ imported inside functions only.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -16,8 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from genreflow.audio import SAMPLE_RATE, AudioError, load_audio, split_segments
-
-log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2  # queued tracks per worker: keeps workers busy, memory bounded
 _SINGLE_THREAD_ENV = (
@@ -41,11 +38,10 @@ def extract_audio_features(source: bytes | Path, name: str = "") -> np.ndarray:
 
 def _extract_job(job_id: str, source: bytes | Path) -> tuple[str, np.ndarray | AudioError]:
     """One track; a refusal is returned (not raised) so it crosses the process boundary
-    as a value; anything else is a bug and propagates."""
+    as a value, for the caller to log once; anything else is a bug and propagates."""
     try:
         return job_id, extract_audio_features(source, job_id)
     except AudioError as exc:
-        log.warning("refused %s: %s", job_id, exc)
         return job_id, exc
 
 

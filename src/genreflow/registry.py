@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -215,7 +216,10 @@ def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
 
 
 def version_summaries(store: Store) -> list[dict]:
-    """One row per version folder, oldest first: metrics, gate, plots, latest mark.
+    """One row per version folder, newest first: metrics, gate, plots, latest mark.
+
+    The one listing both `genreflow models` and the registry page show, in this order
+    (versions sort by their UTC timestamp).
 
     A version that cannot be read (no manifest, tampered, the champion's manifest
     deleted, or a pointer to a version that is gone) gets a row with ``error`` instead
@@ -230,7 +234,8 @@ def version_summaries(store: Store) -> list[dict]:
         pointer, broken = None, True
     latest = pointer["version"] if pointer else None
     rows = []
-    for version in sorted({*_version_folders(store), *([latest] if latest else [])}):
+    for version in sorted({*_version_folders(store), *([latest] if latest else [])},
+                          reverse=True):
         row = {"version": version, "latest": version == latest,
                "location": store.location(version_key(version, ""))}
         try:
@@ -251,9 +256,11 @@ def version_summaries(store: Store) -> list[dict]:
             "synthetic_demo": bool(manifest.get("synthetic_demo")),
             "roc_auc_ovo": metrics.get("roc_auc_ovo"),
             "song_accuracy": metrics.get("song_accuracy"),
+            "song_macro_f1": metrics.get("song_macro_f1"),
             "promoted": None if broken else _was_promoted(pointer, version, manifest),
             "gate_promote": gate.get("promote"),
             "gate_reason": gate.get("reason", ""),
+            "gate_champion": gate.get("champion"),
             "plots": sorted(n for n in manifest.get("files", {}) if n.endswith(PLOT_SUFFIX)),
         })
     return rows
@@ -410,21 +417,45 @@ def rollback(store: Store, version: str) -> dict:
             "manifest": manifest}
 
 
-def dump_model(model) -> bytes:
-    import skops.io as sio
+def skops_io():
+    """``skops.io``, imported with Airflow's deprecation shim modules set aside.
 
-    return sio.dumps(model)
+    On import skops names every scipy.special ufunc by probing each loaded module for it
+    (skops.io._utils.whichmodule). In a task process those modules include Airflow's
+    shims (``airflow.utils.timezone`` and some 20 more), which answer any attribute by
+    warning and trying an import: ~1,160 DeprecatedImportWarning lines per process and
+    seconds of work. The shims hold no ufunc, so skops' tables come out the same.
+    """
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    shims = {name: module for name, module in list(sys.modules.items())
+             if name.startswith("airflow.") and _is_deprecation_shim(module)}
+    for name in shims:
+        del sys.modules[name]
+    try:
+        import skops.io
+    finally:
+        sys.modules.update(shims)
+    return skops.io
+
+
+def _is_deprecation_shim(module) -> bool:
+    """A module whose ``__getattr__`` is Airflow's getattr_with_deprecation."""
+    hook = getattr(module, "__dict__", {}).get("__getattr__")
+    return getattr(getattr(hook, "func", None), "__name__", "") == "getattr_with_deprecation"
+
+
+def dump_model(model) -> bytes:
+    return skops_io().dumps(model)
 
 
 def check_trusted(data: bytes) -> None:
     """UntrustedModel unless ``data`` is skops holding only genreflow.trusted_types:
     checked on pull too, so "verified" never names a file predict would refuse."""
-    import skops.io as sio
-
     from genreflow.trusted_types import TRUSTED_TYPES
 
     try:
-        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+        untrusted = sorted(set(skops_io().get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except Exception as exc:  # skops raises zip/JSON/key errors for foreign bytes
         raise UntrustedModel(f"not a skops model file ({type(exc).__name__}: {exc})") from exc
     if untrusted:
@@ -435,12 +466,10 @@ def check_trusted(data: bytes) -> None:
 
 def load_model_bytes(data: bytes):
     """skops load allowing only the types listed in genreflow.trusted_types."""
-    import skops.io as sio
-
     from genreflow.trusted_types import TRUSTED_TYPES
 
     check_trusted(data)
-    return sio.loads(data, trusted=list(TRUSTED_TYPES))
+    return skops_io().loads(data, trusted=list(TRUSTED_TYPES))
 
 
 def load_model(store: Store, version: str | None = None):

@@ -1,19 +1,25 @@
-"""The "Model registry" page: every published version with its metrics, gate and plots.
+"""The "Model registry" page: published versions, one page per version, and rollback.
 
 A plain FastAPI app over a Store, with no Airflow import, so it is tested with a test
 client; plugins/genreflow_registry.py mounts it in Airflow's API server behind Airflow's
-login. It only reads: versions come from ``models/<version>/manifest.json`` and the
-``latest.json`` pointer, plots are the PNG files a manifest lists (checksum verified).
+login and supplies the links to DAG runs. It lists what ``registry.version_summaries``
+lists, in its order (the same rows as `genreflow models`); plots are the PNG files a
+manifest lists (checksum verified). The one write, rollback, is ``registry.rollback``
+(what `genreflow rollback` calls), behind its own guard and a typed confirmation.
+HTML comes from Jinja2 templates in genreflow/templates/registry with autoescaping.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from genreflow import registry
 from genreflow.config import load_settings
@@ -21,12 +27,28 @@ from genreflow.storage import KeyNotFound, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
-def version_rows(store: Store) -> list[dict]:
-    """Every published version, newest first (versions sort by their UTC timestamp)."""
-    rows = registry.version_summaries(store)[::-1]
-    latest = next((row["version"] for row in rows if row["latest"]), None)
-    log.info("registry view: %d versions in %s, latest %s", len(rows), store.uri, latest)
-    return rows
+TEMPLATES = Path(__file__).parent / "templates" / "registry"
+PROMOTED = {True: "held latest at some point", False: "never held latest",
+            None: "promotion unknown (latest.json is broken)"}
+SUMMARY_ROWS = ("macro avg", "weighted avg")
+
+
+def _number(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _verdict(row: dict) -> str:
+    return {True: "promote", False: "refuse", None: "–"}[row.get("gate_promote")]
+
+
+TEMPLATE_ENV = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                           undefined=StrictUndefined, keep_trailing_newline=True)
+TEMPLATE_ENV.filters["number"] = _number
+TEMPLATE_ENV.globals["verdict"] = _verdict
+
+
+def render(template: str, **context) -> str:
+    return TEMPLATE_ENV.get_template(template).render(**context)
 
 
 def read_plot(store: Store, version: str, name: str) -> bytes:
@@ -34,74 +56,86 @@ def read_plot(store: Store, version: str, name: str) -> bytes:
 
     registry.TamperedFile if the file changed; another RegistryError if it is not there.
     """
-    if not registry.check_name(name, "file").endswith(registry.PLOT_SUFFIX):
-        raise registry.IncompleteVersion(f"{name!r} is not a plot")
+    _check_plot(store, version, name)
     manifest = registry.read_manifest(store, version)
     return registry.verify_files(store, version, manifest, [name])[name]
 
 
-def _number(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _check_plot(store: Store, version: str, name: str) -> None:
+    if not registry.check_name(name, "file").endswith(registry.PLOT_SUFFIX):
+        raise registry.IncompleteVersion(f"{name!r} is not a plot")
+    if name not in registry.read_manifest(store, version)["files"]:
+        raise registry.IncompleteVersion(f"manifest of {version} lists no {name}")
 
 
-def render_page(store_uri: str, rows: list[dict], plot_url) -> str:
-    """The HTML page; ``plot_url(version, name)`` gives each plot's link."""
-    body = []
-    for row in rows:
-        version = html.escape(row["version"])
-        mark = ' <span class="latest">latest</span>' if row["latest"] else ""
-        if "error" in row:
-            body.append(
-                f'<tr class="broken"><td>{version}{mark}</td>'
-                f'<td colspan="6">incomplete: {html.escape(row["error"])}</td></tr>'
-            )
-            continue
-        verdict = {True: "promote", False: "refuse", None: "–"}[row["gate_promote"]]
-        plots = " ".join(
-            f'<a href="{html.escape(plot_url(row["version"], name))}">{html.escape(name)}</a>'
-            for name in row["plots"]
-        ) or "–"
-        body.append(
-            f'<tr{" class=current" if row["latest"] else ""}>'
-            f"<td>{version}{mark}<div class=sub>{html.escape(str(row['created_at']))}</div></td>"
-            f"<td class=num>{_number(row['roc_auc_ovo'])}</td>"
-            f"<td class=num>{_number(row['song_accuracy'])}</td>"
-            f"<td class=num>{_number(row['n_training_tracks'], 0)}</td>"
-            f"<td><b>{verdict}</b><div class=sub>{html.escape(row['gate_reason'])}</div></td>"
-            f"<td>{plots}</td>"
-            f"<td class=sub>{html.escape(str(row['run_id']))}</td></tr>"
-        )
-    table = "\n".join(body) or '<tr><td colspan="7">no model published yet</td></tr>'
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Model registry - genreflow</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #1a202c; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #e2e8f0; padding: .5rem .6rem; text-align: left;
-  vertical-align: top; }}
-th {{ background: #f7fafc; font-weight: 600; }}
-.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.sub {{ color: #718096; font-size: .85em; }}
-.latest {{ background: #2f855a; color: #fff; border-radius: 4px; padding: 0 .4em;
-  font-size: .8em; }}
-tr.current {{ background: #f0fff4; }}
-tr.broken {{ color: #c53030; }}
-</style></head>
-<body><h1>Model registry</h1>
-<p class="sub">Store: {html.escape(store_uri)} &middot; {len(rows)} version(s), newest first</p>
-<table><thead><tr><th>Version</th><th class=num>ROC-AUC ovo</th>
-<th class=num>Song accuracy</th><th class=num>Training tracks</th><th>Gate</th>
-<th>Plots</th><th>Run</th></tr></thead>
-<tbody>
-{table}
-</tbody></table></body></html>
-"""
+def version_row(store: Store, version: str) -> dict:
+    """The version's row of ``registry.version_summaries``; UnknownVersion if none."""
+    registry.check_name(version)
+    for row in registry.version_summaries(store):
+        if row["version"] == version:
+            return row
+    raise registry.UnknownVersion(f"unknown version {version} in {store.uri}")
 
 
-def create_app(store_uri: str | None = None, dependencies: Sequence = ()) -> FastAPI:
+def version_details(store: Store, version: str) -> dict:
+    """What the version page shows beyond its row: per-genre song results (metrics.json,
+    sha256 verified), the song confusion matrix, the classifier's settings."""
+    row = version_row(store, version)
+    details = {"row": row, "metrics": {}, "steps": {}, "candidates": [], "rule": "",
+               "per_genre": [],
+               "per_genre_problem": "", "confusion": None,
+               "promoted_text": PROMOTED[row.get("promoted")]}
+    if "error" in row:
+        return details
+    manifest = registry.read_manifest(store, version)
+    metrics = manifest.get("metrics") or {}
+    matrix = metrics.get("confusion_matrix") or {}
+    labels, songs = matrix.get("labels") or [], matrix.get("songs") or []
+    if labels and len(labels) == len(songs):
+        details["confusion"] = {"labels": labels, "rows": list(zip(labels, songs, strict=True))}
+    details.update(metrics=metrics, **_model_choice(manifest.get("model_config")))
+    try:
+        data = registry.verify_files(store, version, manifest, [registry.METRICS_FILE])
+        per_genre = json.loads(data[registry.METRICS_FILE]).get("per_genre") or {}
+    except (registry.RegistryError, ValueError) as exc:
+        details["per_genre_problem"] = f"no per-genre results: {exc}"
+        return details
+    genres = [g for g in per_genre if isinstance(per_genre[g], dict) and g not in SUMMARY_ROWS]
+    details["per_genre"] = [(g, per_genre[g]) for g in [*genres, "macro avg"] if g in per_genre]
+    if not details["per_genre"]:
+        details["per_genre_problem"] = "no per-genre results recorded for this version"
+    return details
+
+
+def _model_choice(config) -> dict:
+    """The fitted pipeline's steps and the candidates model selection compared (CV
+    ROC-AUC of each, the chosen one marked), from the manifest's ``model_config``."""
+    config = config if isinstance(config, dict) else {}
+    steps, selection = config.get("steps"), config.get("selection")
+    selection = selection if isinstance(selection, dict) else {}
+    candidates = [c for c in selection.get("candidates") or [] if isinstance(c, dict)]
+    chosen = selection.get("chosen")
+    return {
+        "steps": steps if isinstance(steps, dict) else {},
+        "candidates": [{**c, "chosen": i == chosen} for i, c in enumerate(candidates)],
+        "rule": str(selection.get("rule") or ""),
+    }
+
+
+def no_rollback() -> str:
+    """The default rollback guard: refuse, since nobody logged in can be named."""
+    raise HTTPException(403, "rollback needs a login: open the page through Airflow")
+
+
+def create_app(
+    store_uri: str | None = None, dependencies: Sequence = (),
+    rollback_guard: Callable = no_rollback, run_url: Callable[[str], str | None] | None = None,
+) -> FastAPI:
     """The registry app; ``store_uri`` None reads GENREFLOW_STORE on every request.
 
-    ``dependencies`` guard every route (the Airflow plugin passes Airflow's login check).
+    ``dependencies`` guard every route (the Airflow plugin passes Airflow's login check);
+    ``rollback_guard`` is a dependency that returns who rolls back, or raises 401/403;
+    ``run_url(run_id)`` links a version to its DAG run (None: no link).
     """
     app = FastAPI(title="genreflow model registry", dependencies=list(dependencies))
 
@@ -112,35 +146,89 @@ def create_app(store_uri: str | None = None, dependencies: Sequence = ()) -> Fas
         except (StoreError, ValueError) as exc:
             raise HTTPException(503, f"cannot open the store {uri}: {exc}") from exc
 
-    def versions(store: Store) -> list[dict]:
+    def links(request: Request) -> dict:
+        def path(route: str, /, **params) -> str:
+            return request.url_for(route, **params).path
+
+        return {
+            "index_url": path("page"),
+            "version_url": lambda version: path("version_page", version=version),
+            "plot_page_url": lambda version, name: path("plot_page", version=version,
+                                                        name=name),
+            "file_url": lambda version, name: path("plot", version=version, name=name),
+            "run_url": run_url or (lambda run_id: None),
+        }
+
+    def read(action: Callable):
+        """Run a store read; registry and store errors become HTTP errors."""
         try:
-            return version_rows(store)
-        except StoreError as exc:
-            raise HTTPException(503, f"cannot read {store.uri}: {exc}") from exc
-
-    @app.get("/", response_class=HTMLResponse)
-    def page(request: Request) -> str:
-        store = open_registry()
-
-        def plot_url(version: str, name: str) -> str:
-            return request.url_for("plot", version=version, name=name).path
-
-        return render_page(store.uri, versions(store), plot_url)
-
-    @app.get("/api/versions")
-    def versions_json() -> list[dict]:
-        return versions(open_registry())
-
-    @app.get("/versions/{version}/files/{name}", name="plot")
-    def plot(version: str, name: str) -> Response:
-        try:
-            data = read_plot(open_registry(), version, name)
+            return action()
         except registry.TamperedFile as exc:
             raise HTTPException(409, str(exc)) from exc
         except (registry.RegistryError, KeyNotFound) as exc:
             raise HTTPException(404, str(exc)) from exc
         except StoreError as exc:
-            raise HTTPException(503, str(exc)) from exc
+            raise HTTPException(503, f"cannot read the store: {exc}") from exc
+
+    def version_page_html(request: Request, store: Store, version: str, **extra) -> str:
+        details = read(lambda: version_details(store, version))
+        return render("version.html", **links(request), **details,
+                      rollback_url=request.url_for("rollback", version=version).path,
+                      **{"rolled_back": False, "error": "", **extra})
+
+    @app.get("/", response_class=HTMLResponse, name="page")
+    def page(request: Request) -> str:
+        store = open_registry()
+        rows = read(lambda: registry.version_summaries(store))
+        log.info("registry page: %d versions in %s", len(rows), store.uri)
+        return render("index.html", **links(request), store_uri=store.uri, rows=rows)
+
+    @app.get("/api/versions")
+    def versions_json() -> list[dict]:
+        store = open_registry()
+        return read(lambda: registry.version_summaries(store))
+
+    @app.get("/versions/{version}", response_class=HTMLResponse, name="version_page")
+    def version_page(request: Request, version: str, done: str = "") -> str:
+        return version_page_html(request, open_registry(), version,
+                                 rolled_back=done == "rollback")
+
+    @app.get("/versions/{version}/plots/{name}", response_class=HTMLResponse,
+             name="plot_page")
+    def plot_page(request: Request, version: str, name: str) -> str:
+        read(lambda: _check_plot(open_registry(), version, name))
+        return render("plot.html", **links(request), version=version, name=name)
+
+    @app.get("/versions/{version}/files/{name}", name="plot")
+    def plot(version: str, name: str) -> Response:
+        data = read(lambda: read_plot(open_registry(), version, name))
         return Response(data, media_type="image/png")
+
+    @app.post("/versions/{version}/rollback", name="rollback")
+    def rollback(
+        request: Request, version: str, confirm: Annotated[str, Form()] = "",
+        actor: str = Depends(rollback_guard),  # a local: Annotated would not resolve it
+    ) -> Response:
+        """``registry.rollback`` once the version is typed; a browser's cross-site post
+        is refused (the session cookie is SameSite=Lax too)."""
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            raise HTTPException(403, "cross-site rollback refused")
+        store = open_registry()
+        if confirm.strip() != version:
+            return HTMLResponse(version_page_html(
+                request, store, version,
+                error=f"Not rolled back: type {version} exactly to confirm."), 400)
+        try:
+            done = registry.rollback(store, version)
+        except (registry.RegistryError, StoreError) as exc:
+            log.warning("rollback to %s by %s refused: %s", version, actor, exc)
+            return HTMLResponse(version_page_html(
+                request, store, version, error=f"Not rolled back: {type(exc).__name__}: {exc}"),
+                409)
+        log.warning("rollback by %s: latest %s -> %s%s", actor, done["previous"], version,
+                    f" (replaced a broken pointer: {done['repaired']})" if done["repaired"]
+                    else "")
+        target = request.url_for("version_page", version=version).path
+        return RedirectResponse(f"{target}?done=rollback", status_code=303)
 
     return app

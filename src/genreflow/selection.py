@@ -96,19 +96,24 @@ def select(table, workers: int = 1, names: list[str] | None = None,
     X, y = sample[FEATURE_NAMES], sample["genre"].astype(str).to_numpy()
     smallest = min((y[train] for train, _ in splits),
                    key=lambda v: np.unique(v, return_counts=True)[1].min())
-    search = grid_search(names, splits, workers, smallest)
+    log.info("model selection: %d candidates x %d grouped folds on %d segments of %d tracks",
+             len(names), len(splits), len(sample), record["n_tracks"])
     started = time.perf_counter()
-    with threadpool_limits(limits=1):
-        search.fit(X, y)
-    results = search.cv_results_
-    means, stds = results["mean_test_score"], results["std_test_score"]
-    chosen = one_standard_error(means, stds, len(splits))
-    for name, mean, std, fit_s in zip(names, means, stds, results["mean_fit_time"],
-                                      strict=True):
-        record["candidates"].append({"name": name, "roc_auc_ovo": round(float(mean), 4),
-                                     "roc_auc_ovo_std": round(float(std), 4),
-                                     "fit_seconds": round(float(fit_s), 2)})
-        log.info("CV %s: ROC-AUC ovo %.4f +- %.4f", name, mean, std)
+    means, stds = [], []
+    for number, name in enumerate(names, start=1):  # one search each: a progress line each
+        search = grid_search([name], splits, workers, smallest)
+        with threadpool_limits(limits=1):
+            search.fit(X, y)
+        results = search.cv_results_
+        means.append(float(results["mean_test_score"][0]))
+        stds.append(float(results["std_test_score"][0]))
+        record["candidates"].append({
+            "name": name, "roc_auc_ovo": round(means[-1], 4),
+            "roc_auc_ovo_std": round(stds[-1], 4),
+            "fit_seconds": round(float(results["mean_fit_time"][0]), 2)})
+        log.info("CV %d/%d %s: ROC-AUC ovo %.4f +- %.4f (%.0f s so far)", number, len(names),
+                 name, means[-1], stds[-1], time.perf_counter() - started)
+    chosen = one_standard_error(np.array(means), np.array(stds), len(splits))
     record["chosen"] = chosen
     log.info("selected %s by %d grouped folds on %d segments of %d tracks in %.0f s "
              "(one-standard-error rule)", names[chosen], len(splits), len(sample),

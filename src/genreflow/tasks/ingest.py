@@ -20,8 +20,10 @@ from pathlib import PurePosixPath
 from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.errors import PermanentError
+from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
 from genreflow.storage import AlreadyExists, Store, open_store
+from genreflow.tasks import progress
 from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def make_sources(settings: Settings, names: list[str],
     factories = {"inbox": inbox, "spotify": spotify, "jamendo": jamendo}
     unknown = sorted(set(names) - set(factories))
     if unknown:
-        raise PermanentError(f"unknown source(s) {unknown}; available: {sorted(factories)}")
+        raise PermanentError(f"unknown source(s) {unknown}; available: {list(KNOWN_SOURCES)}")
     return {name: factories[name]() for name in names}
 
 
@@ -95,6 +97,7 @@ def discover(
     changed. A key in label conflict that its source no longer holds is recorded
     ``removed``, which resolves the conflict when the keys left agree on one genre.
     """
+    log.info("discover: asking %s", ", ".join(sources))
     store = open_store(settings.store)
     known = catalog.read_versioned(store)
     seen = known[0]
@@ -254,7 +257,7 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
         data, record = in_flight.pop(key), records[key]
         if isinstance(result, AudioError):
             record.update(status=catalog.FAILED, reason=str(result))
-            log.warning("failed %s: %s", key, result)
+            log.warning("failed %s", result)  # "<key>: <reason in words>"
         else:
             record.update(with_retries(
                 f"store {key}",
@@ -360,8 +363,9 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     if store.exists(key):
         log.info("snapshot %s already exists: reused", store.location(key))
     else:
+        pairs = zip(ok["features_key"], ok["genre"], strict=True)
         snapshot = pd.concat([store.read_frame(k).assign(genre=g) for k, g in
-                              zip(ok["features_key"], ok["genre"], strict=True)],
+                              progress(pairs, len(ok), "snapshot: features files read", log)],
                              ignore_index=True)
         n_segments = len(snapshot)
         store.write_frame(key, snapshot)

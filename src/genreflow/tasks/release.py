@@ -83,13 +83,14 @@ def _package_versions() -> dict[str, str]:
 
 def publish(
     settings: Settings, snapshot: dict, trained: dict, metrics: dict, decision: dict,
-    run_id: str,
+    run_id: str, figures: dict[str, str] | None = None,
 ) -> dict:
-    """Store the version (always) and move latest only when the gate promoted it."""
+    """Store the version (always) and move latest only when the gate promoted it.
+    ``figures``: {file name: store key} drawn after validate (none when skipped)."""
     from genreflow.features.names import FEATURE_NAMES
 
     store = open_store(settings.store)
-    report_files = dict(metrics.get("report_files") or {})
+    report_files = dict(metrics.get("report_files") or {}) | dict(figures or {})
     reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE}
     clashing = sorted(reserved & set(report_files))
     if clashing:

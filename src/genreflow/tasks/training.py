@@ -152,8 +152,8 @@ def check_valid(settings: Settings, training) -> None:
              settings.valid_csv, valid["track_id"].nunique(), valid["genre"].nunique())
 
 
-def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
-    """Confusion matrix (songs) and the UMAP of the training matrix coloured by cluster.
+def umap_figure(model, table) -> bytes:
+    """UMAP of the training matrix coloured by cluster.
 
     The matrix is the one the classifier's input is built from (generated + scaled
     columns, real segments only: samplers act in fit). A model without a cluster step
@@ -161,42 +161,73 @@ def report_plots(model, table, metrics: dict) -> dict[str, bytes]:
     """
     from genreflow.cluster import ClusterFeature
     from genreflow.features.names import FEATURE_NAMES
-    from genreflow.plots import confusion_matrix_png, umap_png
+    from genreflow.plots import umap_png
 
-    matrix = metrics["confusion_matrix"]
     before_smote = [name for name, _ in model.steps].index("smote")  # then cluster
     X = model[:before_smote].transform(table[FEATURE_NAMES])
     cluster = model.named_steps["cluster"]
     if cluster == "passthrough":
         cluster = ClusterFeature().fit(X)
-    return {
-        CONFUSION_FILE: confusion_matrix_png(matrix["songs"], matrix["labels"],
-                                             "Songs of valid.csv (soft vote)"),
-        UMAP_FILE: umap_png(X, table["genre"].astype(str).to_numpy(), cluster.assign(X)),
-    }
+    return umap_png(X, table["genre"].astype(str).to_numpy(), cluster.assign(X))
+
+
+def metrics_block(metrics: dict, valid_csv: str) -> str:
+    """The validation result as a few short lines, one per measure, for the task log."""
+    per_genre = metrics["per_genre"]  # sklearn's report: genres, then averages
+    worst = min(((g, per_genre[g]) for g in metrics["confusion_matrix"]["labels"]
+                 if g in per_genre), key=lambda item: item[1]["f1-score"], default=None)
+    lines = [
+        f"validation on {valid_csv}: {metrics['n_songs']} songs, "
+        f"{metrics['n_segments']} segments",
+        f"  ROC-AUC ovo      {metrics['roc_auc_ovo']:.4f}",
+        f"  song accuracy    {metrics['song_accuracy']:.4f}",
+        f"  song macro-F1    {metrics['song_macro_f1']:.4f}",
+    ]
+    if worst:
+        lines.append(f"  weakest genre    {worst[0]} (F1 {worst[1]['f1-score']:.2f})")
+    return "\n".join(lines)
 
 
 def validate(settings: Settings, trained: dict) -> dict:
-    """Score on valid.csv and store the report figures; lists them in report_files."""
+    """Score on valid.csv and store the confusion matrix; lists the report files in
+    report_files (the UMAP figure is its own step: :func:`figure`)."""
     from genreflow.evaluation import evaluate
+    from genreflow.plots import confusion_matrix_png
 
     store = open_store(settings.store)
     valid, valid_sha = read_valid(settings)
+    log.info("scoring %s on %d songs of valid.csv", trained["model_name"],
+             valid["track_id"].nunique())
     model = registry.load_model_bytes(store.read_bytes(trained["model_key"]))
     metrics = evaluate(model, valid)
     metrics["valid_sha256"] = valid_sha
-    log.info(
-        "validation on %s (%d songs, %d segments): ROC-AUC ovo %.4f, song accuracy %.4f, "
-        "song macro-F1 %.4f", settings.valid_csv, metrics["n_songs"], metrics["n_segments"],
-        metrics["roc_auc_ovo"], metrics["song_accuracy"], metrics["song_macro_f1"],
-    )
+    log.info("%s", metrics_block(metrics, settings.valid_csv))
     folder = trained["run_dir"]
     files = {name: f"{folder}/{name}" for name in (CHECKS_FILE,)
              if store.exists(f"{folder}/{name}")}
-    training = store.read_frame(trained["snapshot_key"])
-    for name, data in report_plots(model, training, metrics).items():
-        store.write_bytes(f"{folder}/{name}", data)
-        files[name] = f"{folder}/{name}"
+    matrix = metrics["confusion_matrix"]
+    store.write_bytes(f"{folder}/{CONFUSION_FILE}", confusion_matrix_png(
+        matrix["songs"], matrix["labels"], "Songs of valid.csv (soft vote)"))
+    files[CONFUSION_FILE] = f"{folder}/{CONFUSION_FILE}"
     metrics["report_files"] = files
-    log.info("report files: %s", ", ".join(store.location(k) for k in files.values()))
+    log.info("report files in %s: %s", store.location(folder), ", ".join(files))
     return metrics
+
+
+def figure(settings: Settings, trained: dict) -> dict[str, str]:
+    """The UMAP figure of the training segments, stored in the run's folder; {name: key}.
+
+    Best effort: a figure is not worth a failed run, so any error is logged with its
+    reason and the figure skipped ({}); the version is then published without it.
+    """
+    started = time.monotonic()
+    store = open_store(settings.store)
+    key = f"{trained['run_dir']}/{UMAP_FILE}"
+    try:
+        model = registry.load_model_bytes(store.read_bytes(trained["model_key"]))
+        store.write_bytes(key, umap_figure(model, store.read_frame(trained["snapshot_key"])))
+    except Exception as exc:  # noqa: BLE001 (any failure: skip the figure, keep the run)
+        log.warning("UMAP figure skipped: %s: %s", type(exc).__name__, exc)
+        return {}
+    log.info("UMAP figure in %.1f s -> %s", time.monotonic() - started, store.location(key))
+    return {UMAP_FILE: key}
