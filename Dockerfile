@@ -23,6 +23,8 @@ COPY --chown=airflow:0 pyproject.toml /opt/genreflow/pyproject.toml
 COPY --chown=airflow:0 src/ /opt/genreflow/src/
 COPY --chown=airflow:0 include/ /opt/genreflow/include/
 RUN pip install --no-cache-dir --no-deps /opt/genreflow
+# numba kernels compiled once into the image (concurrent first compiles can corrupt the cache)
+RUN genreflow warm-cache
 
 # genreflow resolves include/genreflow.toml against this (compose also bind-mounts it).
 ENV GENREFLOW_HOME=/opt/genreflow

@@ -259,6 +259,8 @@ for _ in range(3): print(secrets.token_urlsafe(24))' > "$CLUSTER_DIR/secrets"
   prepare_bucket > "$LOGS/bucket.log" 2>&1 || { cat "$LOGS/bucket.log" >&2; exit 1; }
 
   mkdir -p "$AIRFLOW_HOME"
+  # both workers share NUMBA_CACHE_DIR: compile into it once, not twice at the same time
+  genreflow warm-cache > "$LOGS/warm-cache.log" 2>&1 || { cat "$LOGS/warm-cache.log" >&2; exit 1; }
   airflow db migrate > "$LOGS/db-migrate.log" 2>&1 || { tail -n 40 "$LOGS/db-migrate.log" >&2; exit 1; }
   python -c 'import json, sys; json.dump({"admin": sys.argv[2]}, open(sys.argv[1], "w"))' \
     "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" "$password"

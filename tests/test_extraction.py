@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import soundfile as sf
@@ -44,3 +47,17 @@ def test_workers_two_match_workers_one_and_isolate_bad_tracks():
 def test_extract_audio_features_shape():
     features = extract_audio_features(JOBS[0][1], "a")
     assert features.shape == (2, 311) and np.all(np.isfinite(features))
+
+
+def test_warm_cache_compiles_every_gufunc_into_the_cache_dir(tmp_path):
+    """After `genreflow warm-cache` the kernels parallel extraction needs are on disk, so
+    concurrent processes load them instead of compiling (and racing on) them."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "genreflow.cli", "warm-cache"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "numba cache warm" in done.stdout
+    cached = {p.name.split("-")[1].split(".py")[0] for p in tmp_path.rglob("*.nbi")
+              if p.name.startswith("guf-")}
+    assert {"utils._localmax", "utils.__peak_pick"} <= cached
+    assert any(tmp_path.rglob("fast.*.nbi")), "genreflow's own kernels are cached too"

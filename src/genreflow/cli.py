@@ -211,6 +211,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_warm_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from genreflow.extraction import warm_numba_cache
+
+    started = time.perf_counter()
+    warm_numba_cache()
+    print(f"numba cache warm ({os.environ.get('NUMBA_CACHE_DIR') or 'beside the sources'}) "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     store = _store(args)
     done = registry.rollback(store, args.version)
@@ -284,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     licences.add_argument("--version", help="version (default: latest)")
     licences.add_argument("--json", action="store_true")
     licences.set_defaults(func=cmd_licences)
+
+    warm = sub.add_parser("warm-cache", help="compile the feature extractor's numba kernels "
+                          "once (before parallel extraction; run by make install)")
+    warm.set_defaults(func=cmd_warm_cache)
 
     rollback = sub.add_parser("rollback", parents=[store],
                               help="point latest at another complete, untampered version")

@@ -36,6 +36,25 @@ def extract_audio_features(source: bytes | Path, name: str = "") -> np.ndarray:
     return segment_features(split_segments(load_audio(source, name)))
 
 
+def warm_numba_cache() -> None:
+    """Compile every numba kernel the extractors use, once, in this one process.
+
+    numba's on-disk cache has a race when processes compile the same gufunc at once
+    (numba issue 10128: librosa's ``localmax`` cache files written by two processes
+    disagree, and a later process segfaults loading them). Run at install and deploy time
+    (`genreflow warm-cache`), before anything extracts in parallel, so that concurrent
+    processes only ever load the cache.
+    """
+    from genreflow.audio import SEGMENT_SAMPLES
+    from genreflow.features.reference import reference_features
+
+    t = np.arange(SEGMENT_SAMPLES) / SAMPLE_RATE
+    noise = np.random.default_rng(0).standard_normal(SEGMENT_SAMPLES)
+    segments = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * noise).astype(np.float32)[None]
+    segment_features(segments)
+    reference_features(segments)
+
+
 def _extract_job(job_id: str, source: bytes | Path) -> tuple[str, np.ndarray | AudioError]:
     """One track; a refusal is returned (not raised) so it crosses the process boundary
     as a value, for the caller to log once; anything else is a bug and propagates."""
