@@ -215,8 +215,9 @@ def resolve(store: Store, version: str | None = None) -> tuple[str, dict]:
     return version, read_manifest(store, version, latest.get("manifest_sha256"))
 
 
-def version_summaries(store: Store) -> list[dict]:
-    """One row per version folder, newest first: metrics, gate, plots, latest mark.
+def version_summaries(store: Store, only: str | None = None) -> list[dict]:
+    """One row per version folder, newest first: metrics, gate, plots, latest mark
+    (``only``: just that version's row, reading one manifest instead of all).
 
     The one listing both `genreflow models` and the registry page show, in this order
     (versions sort by their UTC timestamp).
@@ -234,8 +235,8 @@ def version_summaries(store: Store) -> list[dict]:
         pointer, broken = None, True
     latest = pointer["version"] if pointer else None
     rows = []
-    for version in sorted({*_version_folders(store), *([latest] if latest else [])},
-                          reverse=True):
+    versions = sorted({*_version_folders(store), *([latest] if latest else [])}, reverse=True)
+    for version in versions if only is None else [v for v in versions if v == only]:
         row = {"version": version, "latest": version == latest,
                "location": store.location(version_key(version, ""))}
         try:

@@ -56,24 +56,25 @@ def read_plot(store: Store, version: str, name: str) -> bytes:
 
     registry.TamperedFile if the file changed; another RegistryError if it is not there.
     """
-    _check_plot(store, version, name)
-    manifest = registry.read_manifest(store, version)
+    manifest = _check_plot(store, version, name)
     return registry.verify_files(store, version, manifest, [name])[name]
 
 
-def _check_plot(store: Store, version: str, name: str) -> None:
+def _check_plot(store: Store, version: str, name: str) -> dict:
+    """The version's manifest, once ``name`` is known to be a plot it lists."""
     if not registry.check_name(name, "file").endswith(registry.PLOT_SUFFIX):
         raise registry.IncompleteVersion(f"{name!r} is not a plot")
-    if name not in registry.read_manifest(store, version)["files"]:
+    manifest = registry.read_manifest(store, version)
+    if name not in manifest["files"]:
         raise registry.IncompleteVersion(f"manifest of {version} lists no {name}")
+    return manifest
 
 
 def version_row(store: Store, version: str) -> dict:
     """The version's row of ``registry.version_summaries``; UnknownVersion if none."""
-    registry.check_name(version)
-    for row in registry.version_summaries(store):
-        if row["version"] == version:
-            return row
+    rows = registry.version_summaries(store, only=registry.check_name(version))
+    if rows:
+        return rows[0]
     raise registry.UnknownVersion(f"unknown version {version} in {store.uri}")
 
 
