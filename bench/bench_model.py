@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_model.py --protocol cross --unit track  # song-mean rows
     .venv/bin/python bench/bench_model.py --protocol cv --audio DIR --imbalance 3
     .venv/bin/python bench/bench_model.py --protocol scaling --sizes 10000,100000
+    .venv/bin/python bench/bench_model.py --protocol bound --shares 1,0.5,0.25 --seeds 4
 
 Real sets: ../shared/data/gtzan-excerpts and ood-clips (8 shared genres). Rows are
 genreflow.model's candidates and variants (one definition). Features are cached in
@@ -27,7 +28,7 @@ import pandas as pd
 from genreflow.evaluation import song_genres, song_probabilities, song_votes
 from genreflow.features.names import FEATURE_NAMES
 from genreflow.model import candidates, fit_model, variants
-from genreflow.selection import cv_splits, select
+from genreflow.selection import cv_splits, select, track_sample
 
 OUT = Path(__file__).resolve().parent / "out"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -185,6 +186,36 @@ def scaling(table: pd.DataFrame, sizes: list[int], workers: int) -> list[dict]:
     return rows
 
 
+def bound_cost(train: pd.DataFrame, test: pd.DataFrame, shares: list[float], seeds: int,
+               workers: int) -> list[dict]:
+    """What selecting on a sample of tracks costs: the candidate chosen on a ``share`` of
+    ``train``'s tracks (``seeds`` different samples), fitted on all of ``train``, scored on
+    ``test`` from another source, against the choice made on every track."""
+    scores: dict[str, float] = {}
+
+    def auc(name: str) -> float:
+        if name not in scores:
+            scores[name] = Outcome(fit_model(train, ABLATION[name]), test).metrics()[0]
+        return scores[name]
+
+    full_name = select(train, workers)[0]
+    full = auc(full_name)
+    rows = []
+    for share in shares:
+        chosen = [full_name] if share >= 1 else [
+            select(track_sample(train, int(share * len(train)), seed), workers)[0]
+            for seed in range(seeds)]
+        cost = np.array([auc(name) for name in chosen]) - full
+        rows.append({
+            "searched_share": f"{share:.0%}", "samples": len(chosen),
+            "same_choice_as_all_tracks": f"{chosen.count(full_name)}/{len(chosen)}",
+            "roc_auc_ovo_out_of_domain": f"{full + cost.mean():.3f}",
+            "d_vs_all_tracks": f"{cost.mean():+.3f} (worst {cost.min():+.3f})",
+            "choices": "; ".join(f"{chosen.count(n)}x {n}" for n in dict.fromkeys(chosen))})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     head = [k for k in rows[0] if not k.startswith("_")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -196,10 +227,11 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="ood",
-                        choices=("ood", "cross", "cv-both", "cv", "scaling"),
+                        choices=("ood", "cross", "cv-both", "cv", "scaling", "bound"),
                         help="ood: cross + cv-both; cross: train on one real set, test on "
                              "the other, both directions; cv-both: grouped CV inside each; "
-                             "cv: grouped CV on --audio only; scaling: train-step time")
+                             "cv: grouped CV on --audio only; scaling: train-step time; "
+                             "bound: out-of-domain cost of selecting on a sample")
     parser.add_argument("--audio", type=Path, help="labelled clips <genre>/<file> (cv)")
     parser.add_argument("--configs", default=",".join([OLD_DEFAULT, *ABLATION.keys() - {
                         OLD_DEFAULT}]), help="comma-separated rows (default: the old default, "
@@ -207,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unit", choices=("segment", "track"), default="segment",
                         help="track: one row per song, the mean of its segments")
     parser.add_argument("--sizes", default="10000,50000,100000", help="scaling: segments")
+    parser.add_argument("--shares", default="1,0.5,0.25",
+                        help="bound: shares of the training tracks the search sees")
+    parser.add_argument("--seeds", type=int, default=4, help="bound: samples per share")
     parser.add_argument("--imbalance", type=int, default=0,
                         help="keep only this many tracks of every second genre")
     parser.add_argument("--repeats", type=int, default=2, help="shuffles of the CV folds")
@@ -227,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     ood = cached_features(DATA / "ood-clips", args.workers)
     shared = sorted(set(gtzan["genre"]) & set(ood["genre"]))
     gtzan, ood = (unit(t[t["genre"].isin(shared)].reset_index(drop=True)) for t in (gtzan, ood))
+    shares = [float(x) for x in args.shares.split(",")]
     protocols = [
+        ("bound", "selection on a sample of gtzan-excerpts' tracks -> test ood-clips",
+         lambda: bound_cost(gtzan, ood, shares, args.seeds, args.workers)),
+        ("bound", "selection on a sample of ood-clips' tracks -> test gtzan-excerpts",
+         lambda: bound_cost(ood, gtzan, shares, args.seeds, args.workers)),
         ("cross", "train gtzan-excerpts -> test ood-clips",
          lambda: cross_domain(gtzan, ood, names)),
         ("cross", "train ood-clips -> test gtzan-excerpts",

@@ -254,6 +254,11 @@ def test_run_spreads_extraction_over_both_workers(cluster, tmp_path):
 
     log = cluster.task_log(run_id, "validate")
     assert "ROC-AUC ovo" in log
+    # a Celery worker's task may start processes: model selection gets its two jobs
+    train = cluster.task_log(run_id, "train")
+    assert "model selection: " in train and " grouped folds on " in train
+    assert "allowing it worker processes of its own" in train
+    assert "setting n_jobs=1" not in train
     assert_catalog_lists_each_track_once(cluster)
     assert_latest_is_complete(cluster, run_id)
     store_keys = cluster.s3("store").list_keys()

@@ -61,3 +61,33 @@ def test_warm_cache_compiles_every_gufunc_into_the_cache_dir(tmp_path):
               if p.name.startswith("guf-")}
     assert {"utils._localmax", "utils.__peak_pick"} <= cached
     assert any(tmp_path.rglob("fast.*.nbi")), "genreflow's own kernels are cached too"
+
+
+def _extract_in_a_daemon(jobs, results) -> None:
+    import joblib
+
+    try:
+        features = dict(extract_many(iter(jobs), workers=2))
+        results.put((features, joblib.effective_n_jobs(2)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        results.put(repr(exc))
+
+
+def test_a_pool_starts_inside_a_daemonic_process_like_a_celery_worker():
+    """Celery runs tasks in daemonic processes: the extractor's pool must still start
+    there, and joblib (model selection) must get its two jobs."""
+    import multiprocessing
+
+    jobs = [job for job in JOBS if job[0] in ("a", "b")]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    daemon = context.Process(target=_extract_in_a_daemon, args=(jobs, results), daemon=True)
+    daemon.start()
+    outcome = results.get(timeout=300)
+    daemon.join(timeout=60)
+    assert not isinstance(outcome, str), outcome
+    features, n_jobs = outcome
+    serial = dict(extract_many(iter(jobs), workers=1))
+    assert set(features) == {"a", "b"} and n_jobs == 2
+    for job_id, values in serial.items():
+        np.testing.assert_allclose(features[job_id], values, rtol=1e-5, atol=1e-6)

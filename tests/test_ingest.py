@@ -112,6 +112,54 @@ def test_cap_leaves_the_rest_for_the_next_run(tmp_path, short_clips):
     assert ingest.discover(settings, ["inbox"], max_new=0, batch_size=2, run_id="r2") == []
 
 
+def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
+        tmp_path, short_clips, monkeypatch, caplog):
+    import pandas as pd
+
+    settings = inbox_settings(tmp_path, short_clips)
+    store = LocalStore(settings.store)
+    features_read: list[str] = []
+    read_bytes = LocalStore.read_bytes
+
+    def spy(self, key):
+        if key.startswith("features/"):
+            features_read.append(key)
+        return read_bytes(self, key)
+
+    monkeypatch.setattr(LocalStore, "read_bytes", spy)
+    run(settings, "r1", max_new=2)
+    features_read.clear()
+    second = run(settings, "r2")  # adds metal_000 to the two classical tracks
+    table = catalog.read_catalog(store).set_index("key")
+    assert features_read == [table.loc["inbox:metal/metal_000.wav", "features_key"]]
+    built = store.read_frame(second["snapshot_key"])
+
+    def rebuild(**pointer) -> list[str]:
+        store.delete(second["snapshot_key"])
+        features_read.clear()
+        if pointer:
+            store.write_json(ingest.SNAPSHOT_POINTER, pointer)
+        assert ingest.assemble(settings, [], "again") == {**second, "new_tracks": 0}
+        pd.testing.assert_frame_equal(store.read_frame(second["snapshot_key"]), built)
+        return sorted(features_read)
+
+    caplog.set_level(logging.INFO, logger="genreflow")
+    assert rebuild(snapshot_key="snapshots/gone.parquet") == sorted(table["features_key"])
+    assert "the earlier snapshot cannot be read" not in caplog.text  # a missing one is normal
+    store.write_bytes(ingest.SNAPSHOT_POINTER, b"{not json")
+    assert rebuild() == sorted(table["features_key"])
+    assert "the earlier snapshot cannot be read" in caplog.text
+    # an earlier snapshot missing metal_000 and holding a classical track twice: only
+    # those two tracks are read from their files
+    classical = table.loc["inbox:classical/classical_000.wav"]
+    odd = pd.concat([built[built["genre"] == "classical"],
+                     built[built["track_id"] == classical["track_id"]]])
+    store.write_frame("snapshots/odd.parquet", odd)
+    assert rebuild(snapshot_key="snapshots/odd.parquet") == sorted(
+        table.loc[["inbox:classical/classical_000.wav", "inbox:metal/metal_000.wav"],
+                  "features_key"])
+
+
 def test_rejections_recorded_once_and_reconsidered_when_config_changes(tmp_path, short_clips):
     settings = inbox_settings(tmp_path, short_clips, {"pop/song.wav": b"\x00" * 10})
     ingest.discover(settings, ["inbox"], max_new=0, batch_size=2, run_id="r1")

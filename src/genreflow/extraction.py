@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genreflow.audio import SAMPLE_RATE, AudioError, load_audio, split_segments
+from genreflow.parallel import allow_child_processes
 
 IN_FLIGHT_PER_WORKER = 2  # queued tracks per worker: keeps workers busy, memory bounded
 _SINGLE_THREAD_ENV = (
@@ -91,6 +92,7 @@ def extract_many(
         for job_id, source in jobs:
             yield _extract_job(job_id, source)
         return
+    allow_child_processes()
     pending: set[Future] = set()
     job_iter = iter(jobs)
     limit = IN_FLIGHT_PER_WORKER * workers

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from genreflow.model import candidates, small_data_params
+from genreflow.parallel import allow_child_processes
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def select(table, workers: int = 1, names: list[str] | None = None,
         log.info("model selection skipped (%s); using %s",
                  "a genre has < 2 tracks" if not splits else "one candidate", names[0])
         return names[0], record
+    allow_child_processes()
     X, y = sample[FEATURE_NAMES], sample["genre"].astype(str).to_numpy()
     smallest = min((y[train] for train, _ in splits),
                    key=lambda v: np.unique(v, return_counts=True)[1].min())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -22,7 +23,7 @@ from genreflow.config import Settings
 from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
-from genreflow.storage import AlreadyExists, Store, open_store
+from genreflow.storage import AlreadyExists, KeyNotFound, PermanentStoreError, Store, open_store
 from genreflow.tasks import progress
 from genreflow.transient import with_retries
 
@@ -40,6 +41,12 @@ MAGIC_SUFFIXES = (
     (b"\xff\xfb", ".mp3"), (b"\xff\xf3", ".mp3"), (b"\xff\xf2", ".mp3"), (b"FORM", ".aiff"),
     (b".snd", ".au"),
 )
+
+
+# The last snapshot built: the next one takes its unchanged tracks from it in one read.
+SNAPSHOT_POINTER = "snapshots/latest.json"
+# Features files are small and S3 reads wait on the network: read several at once.
+READ_THREADS = 8
 
 
 class NoUsableTracks(PermanentError):
@@ -333,11 +340,10 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     The catalog is updated with compare-and-swap, so a run beside this one loses nothing.
     Tracks in label conflict are left out. The snapshot is keyed by a fingerprint of its
     track ids and genres: when no ok track was added or relabelled, the existing snapshot
-    is reused without reading any features file. Each segment's genre is the catalog's
-    (features depend on the audio only).
+    is reused without reading any features file; otherwise the new one starts from the
+    last one built, so a weekly run reads the features files of its new tracks only. Each
+    segment's genre is the catalog's (features depend on the audio only).
     """
-    import pandas as pd
-
     store = open_store(settings.store)
     records = [r for batch in batches for r in batch]
 
@@ -363,12 +369,10 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     if store.exists(key):
         log.info("snapshot %s already exists: reused", store.location(key))
     else:
-        pairs = zip(ok["features_key"], ok["genre"], strict=True)
-        snapshot = pd.concat([store.read_frame(k).assign(genre=g) for k, g in
-                              progress(pairs, len(ok), "snapshot: features files read", log)],
-                             ignore_index=True)
+        snapshot = _build_snapshot(store, ok)
         n_segments = len(snapshot)
         store.write_frame(key, snapshot)
+        store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key, "n_tracks": int(len(ok))})
     new_ok = sum(r["status"] == catalog.OK for r in records)
     log.info(
         "snapshot %s: %d tracks, %d segments (%d new tracks this run)",
@@ -378,3 +382,48 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
         "snapshot_key": key, "fingerprint": fingerprint, "n_tracks": int(len(ok)),
         "n_segments": int(n_segments), "new_tracks": int(new_ok),
     }
+
+
+def _previous_snapshot(store: Store):
+    """The last snapshot built, or None (with the reason logged) if it cannot be read."""
+    try:
+        key = with_retries("read the snapshot pointer",
+                           lambda: store.read_json(SNAPSHOT_POINTER))["snapshot_key"]
+        return with_retries(f"read {key}", lambda: store.read_frame(key))
+    except KeyNotFound:
+        log.info("snapshot: no earlier snapshot to start from")
+    except (PermanentStoreError, ValueError, KeyError, TypeError) as exc:
+        log.warning("snapshot: the earlier snapshot cannot be read (%s); reading every "
+                    "features file", exc)
+    return None
+
+
+def _build_snapshot(store: Store, ok):
+    """Segments of every ok track, ordered by track and segment, labelled by the catalog.
+
+    A track's features depend on its audio only, so the tracks of the last snapshot with
+    the segment count the catalog records are taken from it (one read for the whole
+    catalog); only the others' features files are read, several at a time. The result is
+    the same table as reading every features file.
+    """
+    import pandas as pd
+
+    parts, taken = [], []
+    segments = dict(zip(ok["track_id"], ok["n_segments"].astype(int), strict=True))
+    previous = _previous_snapshot(store)
+    if previous is not None:
+        counts = previous.groupby("track_id", sort=False).size()
+        taken = counts.index[counts.to_numpy() == counts.index.map(segments).to_numpy()]
+        parts.append(previous[previous["track_id"].isin(taken)])
+        log.info("snapshot: %d of %d tracks taken from the earlier snapshot", len(taken),
+                 len(ok))
+    to_read = ok.loc[~ok["track_id"].isin(taken), "features_key"].tolist()
+    log.info("snapshot: reading %d features files", len(to_read))
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        frames = pool.map(lambda k: with_retries(f"read {k}", lambda: store.read_frame(k)),
+                          to_read)
+        parts += progress(frames, len(to_read), "snapshot: features files read", log)
+    snapshot = pd.concat(parts, ignore_index=True)
+    snapshot["genre"] = snapshot["track_id"].map(dict(zip(ok["track_id"], ok["genre"],
+                                                          strict=True)))
+    return snapshot.sort_values(["track_id", "segment"], ignore_index=True)
