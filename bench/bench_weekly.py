@@ -104,12 +104,12 @@ def catalog_files(real, n_tracks: int) -> Path:
     ids = [sha[:16] for sha in shas]
     genres = rows["genre"].to_numpy()[::SEGMENTS_PER_TRACK].tolist()
     features = rows[FEATURE_NAMES].to_numpy()
-    chunk = -(-n_tracks // 8)
+    chunk, per = -(-n_tracks // 8), SEGMENTS_PER_TRACK
+    starts = range(0, n_tracks, chunk)
     with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_write_track_files, [folder / "features"] * 8,
-                      *zip(*[(ids[i:i + chunk], genres[i:i + chunk],
-                              features[i * SEGMENTS_PER_TRACK:(i + chunk) * SEGMENTS_PER_TRACK])
-                             for i in range(0, n_tracks, chunk)], strict=True)))
+        list(pool.map(_write_track_files, [folder / "features"] * len(starts),
+                      [ids[i:i + chunk] for i in starts], [genres[i:i + chunk] for i in starts],
+                      [features[i * per:(i + chunk) * per] for i in starts]))
     keys = pd.DataFrame({"track_id": np.repeat(ids, SEGMENTS_PER_TRACK), "genre": rows["genre"],
                          "segment": np.tile(np.arange(SEGMENTS_PER_TRACK), n_tracks)})
     pd.concat([keys, rows[FEATURE_NAMES]], axis=1).sort_values(
@@ -137,7 +137,7 @@ def seed_catalog(store: S3Store, folder: Path) -> int:
     catalog.record_all(store, json.loads((folder / "catalog.json").read_text()))
     key = "snapshots/bench-previous-week.parquet"
     store.write_bytes(key, (folder / "snapshot.parquet").read_bytes())
-    store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key, "n_tracks": len(files)})
+    store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
     return len(files)
 
 

@@ -372,7 +372,7 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
         snapshot = _build_snapshot(store, ok)
         n_segments = len(snapshot)
         store.write_frame(key, snapshot)
-        store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key, "n_tracks": int(len(ok))})
+        store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
     new_ok = sum(r["status"] == catalog.OK for r in records)
     log.info(
         "snapshot %s: %d tracks, %d segments (%d new tracks this run)",
