@@ -27,7 +27,8 @@ import pandas as pd
 
 from genreflow.evaluation import song_genres, song_probabilities, song_votes
 from genreflow.features.names import FEATURE_NAMES
-from genreflow.model import candidates, fit_model, variants
+from genreflow.features.sets import SETS, resolve
+from genreflow.model import candidates, fit_model, input_frame, variants
 from genreflow.selection import cv_splits, select, track_sample
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -37,17 +38,22 @@ OLD_DEFAULT = "old default: raw | generated + SMOTE + cluster | logreg C=0.03"
 BOOTSTRAP = 200
 
 
-def cached_features(audio: Path, workers: int) -> pd.DataFrame:
-    """Segment table of ``audio/<genre>/<file>``, extracted once into bench/out/."""
-    from genreflow.dataset import build_table, labelled_audio
+def cached_features(audio: Path, workers: int, sets=SETS) -> pd.DataFrame:
+    """Segment table of ``audio/<genre>/<file>`` with every feature set in ``sets``, each
+    extracted once into bench/out/."""
+    from genreflow.dataset import KEY_COLUMNS, build_table, labelled_audio
 
-    cache = OUT / f"features-{audio.resolve().name}.parquet"
-    if not cache.exists():
-        table, failures = build_table(labelled_audio(audio), workers)
-        OUT.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(cache, index=False)
-        logging.info("cached %s (%d failures)", cache, len(failures))
-    return pd.read_parquet(cache)
+    table = None
+    for feature_set in resolve(sets):
+        cache = OUT / f"features-{audio.resolve().name}-{feature_set.id}.parquet"
+        if not cache.exists():
+            part, failures = build_table(labelled_audio(audio), workers, [feature_set.name])
+            OUT.mkdir(parents=True, exist_ok=True)
+            part.to_parquet(cache, index=False)
+            logging.info("cached %s (%d failures)", cache, len(failures))
+        part = pd.read_parquet(cache)
+        table = part if table is None else table.merge(part, on=KEY_COLUMNS, validate="1:1")
+    return table
 
 
 def synthetic_audio(tracks_per_genre: int) -> Path:
@@ -71,7 +77,7 @@ class Outcome:
     its songs: segment ROC-AUC ovo, song accuracy by soft vote and by majority vote."""
 
     def __init__(self, model, test: pd.DataFrame):
-        proba = model.predict_proba(test[FEATURE_NAMES])
+        proba = model.predict_proba(input_frame(model, test))
         classes = [str(c) for c in model.classes_]
         self.songs = test["track_id"].to_numpy()
         self.y = test["genre"].astype(str).to_numpy()

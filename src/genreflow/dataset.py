@@ -1,15 +1,14 @@
 """The segment feature table: one row per 3-s segment, keyed by track, labelled by genre.
 
-Training snapshots, per-track feature files and valid.csv share this schema, so a
-validation table made by a user and one made by the pipeline are interchangeable.
-valid.csv also carries a ``feature_version`` column: the same 311 names computed by
-another extractor (a shifted column, a changed formula) would otherwise be scored
-silently. Bump FEATURE_VERSION whenever a feature is computed differently.
+Training snapshots, per-track feature files and valid.csv share this schema (key
+columns, then the columns of their feature sets), so a validation table made by a user
+and one made by the pipeline are interchangeable. valid.csv also carries a
+``feature_version`` column naming its sets' fingerprints (genreflow.features.sets): the
+same names computed by another extractor version would otherwise be scored silently.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from collections.abc import Iterable, Sequence
@@ -18,17 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from genreflow.errors import PermanentError
-from genreflow.features.names import FEATURE_NAMES
+from genreflow.features import sets as feature_sets
+from genreflow.features.sets import DEFAULT_SETS
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["track_id", "genre", "segment"]
-COLUMNS = KEY_COLUMNS + FEATURE_NAMES
-FEATURE_VERSION = 1  # of the extractor: bump when any feature is computed differently
 VERSION_COLUMN = "feature_version"
-FEATURE_FINGERPRINT = (
-    f"v{FEATURE_VERSION}-{hashlib.sha256(','.join(FEATURE_NAMES).encode()).hexdigest()[:12]}"
-)
+FEATURE_FINGERPRINT = feature_sets.fingerprint(feature_sets.resolve(DEFAULT_SETS))
 REBUILD_HINT = "rebuild it with `genreflow valid-table <folder> -o valid.csv`"
 
 
@@ -36,28 +32,31 @@ class TableError(PermanentError, ValueError):
     """A feature table (valid.csv, a snapshot) is not usable; the message says why."""
 
 
-def track_frame(track_id: str, genre: str, features: np.ndarray):
+def track_frame(track_id: str, genre: str, features: np.ndarray,
+                sets: Sequence[str] = DEFAULT_SETS):
     """Rows of one track in the shared schema."""
     import pandas as pd
 
-    frame = pd.DataFrame(np.asarray(features, dtype=np.float64), columns=FEATURE_NAMES)
+    names = feature_sets.columns(feature_sets.resolve(sets))
+    frame = pd.DataFrame(np.asarray(features, dtype=np.float64), columns=names)
     frame.insert(0, "segment", np.arange(len(frame), dtype=np.int64))
     frame.insert(0, "genre", genre)
     frame.insert(0, "track_id", track_id)
     return frame
 
 
-def check_table(frame, genres: Sequence[str], name: str):
+def check_table(frame, genres: Sequence[str], name: str, sets: Sequence[str] = DEFAULT_SETS):
     """Schema, values and genres of a table; raises TableError naming every problem."""
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    names = feature_sets.columns(feature_sets.resolve(sets))
+    missing = [c for c in KEY_COLUMNS + names if c not in frame.columns]
     if missing:
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         shown = ", ".join(missing[:10]) + more
         raise TableError(f"{name}: missing {len(missing)} required column(s): {shown}")
     if frame.empty:
         raise TableError(f"{name}: has no rows")
-    values = frame[FEATURE_NAMES]
-    non_numeric = [c for c in FEATURE_NAMES if not np.issubdtype(values[c].dtype, np.number)]
+    values = frame[names]
+    non_numeric = [c for c in names if not np.issubdtype(values[c].dtype, np.number)]
     if non_numeric:
         raise TableError(f"{name}: non-numeric feature column(s): {', '.join(non_numeric[:10])}")
     bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
@@ -65,7 +64,7 @@ def check_table(frame, genres: Sequence[str], name: str):
         rows, cols = np.nonzero(bad)
         raise TableError(
             f"{name}: {bad.sum()} NaN/inf value(s), first at row {rows[0]} column "
-            f"{FEATURE_NAMES[cols[0]]}"
+            f"{names[cols[0]]}"
         )
     unknown = sorted(set(frame["genre"].astype(str)) - set(genres))
     if unknown:
@@ -73,9 +72,11 @@ def check_table(frame, genres: Sequence[str], name: str):
     return frame
 
 
-def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"):
+def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv",
+                     sets: Sequence[str] = DEFAULT_SETS):
     """Parse and check a validation table (CSV bytes): schema, values, configured genres,
-    at least 2 genres (ROC-AUC compares genres) and this code's feature fingerprint."""
+    at least 2 genres (ROC-AUC compares genres) and this code's fingerprint of every
+    feature set in ``sets`` (a table may hold more sets than a model needs)."""
     import pandas as pd
 
     try:
@@ -83,15 +84,19 @@ def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"
                                                       VERSION_COLUMN: str})
     except (ValueError, UnicodeDecodeError) as exc:
         raise TableError(f"{name}: not a readable CSV ({exc})") from exc
-    check_table(frame, genres, name)
+    wanted = feature_sets.resolve(sets)
+    expected = feature_sets.fingerprint(wanted)
     if VERSION_COLUMN not in frame.columns:
         raise TableError(f"{name}: no {VERSION_COLUMN} column, so its features cannot be "
-                         f"trusted to match this code ({FEATURE_FINGERPRINT}); {REBUILD_HINT}")
-    versions = sorted(set(frame[VERSION_COLUMN].astype(str)) - {FEATURE_FINGERPRINT})
-    if versions:
-        raise TableError(f"{name}: made with features {versions}, this code computes "
-                         f"{FEATURE_FINGERPRINT} (columns would not mean the same); "
-                         f"{REBUILD_HINT}")
+                         f"trusted to match this code ({expected}); {REBUILD_HINT}")
+    for value in sorted(set(frame[VERSION_COLUMN].astype(str))):
+        stale = [s.fingerprint for s in wanted
+                 if s.fingerprint not in feature_sets.parse_fingerprint(value)]
+        if stale:
+            raise TableError(f"{name}: made with features {value}, the model needs "
+                             f"{expected} (missing or of another version: "
+                             f"{', '.join(stale)}); {REBUILD_HINT}")
+    check_table(frame, genres, name, sets)
     present = sorted(set(frame["genre"]))
     if len(present) < 2:
         raise TableError(f"{name}: has songs of {len(present)} genre ({present}); ROC-AUC "
@@ -99,22 +104,25 @@ def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"
     return frame
 
 
-def is_current_valid_table(path: Path) -> bool:
-    """Whether ``path``'s first row carries this code's feature fingerprint."""
+def is_current_valid_table(path: Path, sets: Sequence[str] = DEFAULT_SETS) -> bool:
+    """Whether ``path``'s first row carries this code's fingerprint of ``sets``."""
     import pandas as pd
 
     first = pd.read_csv(path, nrows=1, dtype=str)
-    return first.get(VERSION_COLUMN, pd.Series(dtype=str)).tolist() == [FEATURE_FINGERPRINT]
+    expected = feature_sets.fingerprint(feature_sets.resolve(sets))
+    return first.get(VERSION_COLUMN, pd.Series(dtype=str)).tolist() == [expected]
 
 
-def write_valid_table(table, dest: Path) -> None:
-    """Write a validation table with this code's feature fingerprint."""
+def write_valid_table(table, dest: Path, sets: Sequence[str] = DEFAULT_SETS) -> None:
+    """Write a validation table with this code's fingerprint of its feature ``sets``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    table.assign(**{VERSION_COLUMN: FEATURE_FINGERPRINT}).to_csv(dest, index=False)
+    version = feature_sets.fingerprint(feature_sets.resolve(sets))
+    table.assign(**{VERSION_COLUMN: version}).to_csv(dest, index=False)
 
 
 def build_table(
-    labelled: Iterable[tuple[str, str, Path]], workers: int = 1
+    labelled: Iterable[tuple[str, str, Path]], workers: int = 1,
+    sets: Sequence[str] = DEFAULT_SETS,
 ) -> tuple[object, list[dict[str, str]]]:
     """Features of labelled audio ``(track_id, genre, path)``; returns (table, failures)."""
     import pandas as pd
@@ -125,12 +133,13 @@ def build_table(
     items = {track_id: (genre, path) for track_id, genre, path in labelled}
     frames, failures = [], []
     jobs = ((track_id, path) for track_id, (_, path) in items.items())
-    for done, (track_id, result) in enumerate(extract_many(jobs, workers), start=1):
+    sets = tuple(sets)
+    for done, (track_id, result) in enumerate(extract_many(jobs, workers, sets), start=1):
         if isinstance(result, AudioError):
             failures.append({"track_id": track_id, "reason": str(result)})
             log.warning("skipped %s", result)  # "<track id>: <reason in words>"
         else:
-            frames.append(track_frame(track_id, items[track_id][0], result))
+            frames.append(track_frame(track_id, items[track_id][0], result, sets))
         if done % 10 == 0 or done == len(items):
             log.info("features: %d/%d tracks done, %d failed", done, len(items), len(failures))
     if not frames:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from genreflow.dataset import TableError
-from genreflow.features.names import FEATURE_NAMES
+from genreflow.model import input_frame
 
 
 def song_probabilities(track_ids, proba: np.ndarray, classes):
@@ -62,7 +62,7 @@ def evaluate(model, table) -> dict:
     if missing:
         raise TableError(f"validation genres {missing} were never seen in training")
     y_true = table["genre"].astype(str).to_numpy()
-    proba = model.predict_proba(table[FEATURE_NAMES])
+    proba = model.predict_proba(input_frame(model, table))
     predicted = np.asarray(classes)[proba.argmax(axis=1)]
     present = sorted(set(y_true))
     if len(present) < 2:

@@ -1,7 +1,8 @@
-"""Track audio -> (n_segments, 311) feature matrix, over many tracks in parallel.
+"""Track audio -> (n_segments, columns of its feature sets), over many tracks in parallel.
 
-The DAG imports this module at parse time, so librosa/numba (via the fast extractor) are
-imported inside functions only.
+Audio is decoded and cut into segments once; each feature set's extractor
+(genreflow.features.sets) runs on the same segments, so rows of every set line up.
+librosa/numba are imported inside functions only: the CLI and task modules import this.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from genreflow.audio import SAMPLE_RATE, AudioError, load_audio, split_segments
+from genreflow.features.sets import DEFAULT_SETS, resolve
 from genreflow.parallel import allow_child_processes
+
+Sets = tuple[str, ...]  # feature set names: plain strings cross process boundaries
 
 IN_FLIGHT_PER_WORKER = 2  # queued tracks per worker: keeps workers busy, memory bounded
 _SINGLE_THREAD_ENV = (
@@ -26,15 +30,26 @@ _SINGLE_THREAD_ENV = (
 )
 
 
-def segment_features(segments: np.ndarray) -> np.ndarray:
-    """The production extractor: (n, 66149) segments -> (n, 311) features."""
-    from genreflow.features.fast import fast_features
-
-    return fast_features(segments, SAMPLE_RATE)
+def segment_features(segments: np.ndarray, sets: Sets = DEFAULT_SETS) -> np.ndarray:
+    """(n, 66149) segments -> (n, columns of the named ``sets``, in canonical order)."""
+    return np.concatenate([s.extract(segments, SAMPLE_RATE) for s in resolve(sets)], axis=1)
 
 
-def extract_audio_features(source: bytes | Path, name: str = "") -> np.ndarray:
-    return segment_features(split_segments(load_audio(source, name)))
+def extract_audio_features(source: bytes | Path, name: str = "",
+                           sets: Sets = DEFAULT_SETS) -> np.ndarray:
+    return segment_features(split_segments(load_audio(source, name)), sets)
+
+
+def model_input(source: bytes | Path, name: str, manifest: dict):
+    """The feature table ``manifest``'s model needs for one audio file (one row per 3-s
+    segment): the sets it records (versions published before feature sets: librosa)."""
+    import pandas as pd
+
+    from genreflow.features.sets import columns, manifest_sets
+
+    sets = manifest_sets(manifest)
+    features = extract_audio_features(source, name, tuple(s.name for s in sets))
+    return pd.DataFrame(features, columns=columns(sets))
 
 
 def warm_numba_cache() -> None:
@@ -48,19 +63,21 @@ def warm_numba_cache() -> None:
     """
     from genreflow.audio import SEGMENT_SAMPLES
     from genreflow.features.reference import reference_features
+    from genreflow.features.sets import SETS
 
     t = np.arange(SEGMENT_SAMPLES) / SAMPLE_RATE
     noise = np.random.default_rng(0).standard_normal(SEGMENT_SAMPLES)
     segments = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * noise).astype(np.float32)[None]
-    segment_features(segments)
+    segment_features(segments, tuple(SETS))
     reference_features(segments)
 
 
-def _extract_job(job_id: str, source: bytes | Path) -> tuple[str, np.ndarray | AudioError]:
+def _extract_job(job_id: str, source: bytes | Path,
+                 sets: Sets = DEFAULT_SETS) -> tuple[str, np.ndarray | AudioError]:
     """One track; a refusal is returned (not raised) so it crosses the process boundary
     as a value, for the caller to log once; anything else is a bug and propagates."""
     try:
-        return job_id, extract_audio_features(source, job_id)
+        return job_id, extract_audio_features(source, job_id, sets)
     except AudioError as exc:
         return job_id, exc
 
@@ -77,7 +94,8 @@ def _init_worker() -> None:
 
 
 def extract_many(
-    jobs: Iterable[tuple[str, bytes | Path]], workers: int = 1
+    jobs: Iterable[tuple[str, bytes | Path]], workers: int = 1,
+    sets: Sets = DEFAULT_SETS,
 ) -> Iterator[tuple[str, np.ndarray | AudioError]]:
     """Yield ``(job_id, features or the AudioError that refused it)`` for each job.
 
@@ -90,7 +108,7 @@ def extract_many(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         for job_id, source in jobs:
-            yield _extract_job(job_id, source)
+            yield _extract_job(job_id, source, sets)
         return
     allow_child_processes()
     pending: set[Future] = set()
@@ -107,7 +125,7 @@ def extract_many(
                     if job is None:
                         exhausted = True
                     else:
-                        pending.add(pool.submit(_extract_job, *job))
+                        pending.add(pool.submit(_extract_job, *job, sets))
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)

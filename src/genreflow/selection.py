@@ -82,8 +82,6 @@ def select(table, workers: int = 1, names: list[str] | None = None,
     """(chosen candidate name, record of the search) by GridSearchCV on ``table``."""
     from threadpoolctl import threadpool_limits
 
-    from genreflow.features.names import FEATURE_NAMES
-
     names = list(candidates()) if names is None else names
     sample = track_sample(table, max_rows)
     splits = cv_splits(sample)
@@ -95,7 +93,7 @@ def select(table, workers: int = 1, names: list[str] | None = None,
                  "a genre has < 2 tracks" if not splits else "one candidate", names[0])
         return names[0], record
     allow_child_processes()
-    X, y = sample[FEATURE_NAMES], sample["genre"].astype(str).to_numpy()
+    X, y = sample, sample["genre"].astype(str).to_numpy()
     smallest = min((y[train] for train, _ in splits),
                    key=lambda v: np.unique(v, return_counts=True)[1].min())
     log.info("model selection: %d candidates x %d grouped folds on %d segments of %d tracks",

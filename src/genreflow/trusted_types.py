@@ -10,6 +10,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "genreflow.cluster.ClusterFeature",
     "genreflow.compression.PowerToDb",
     "genreflow.generation.FeatureGenerator",
+    "genreflow.selector.FeatureSetSelector",
     "imblearn.over_sampling._smote.base.SMOTE",
     "imblearn.pipeline.Pipeline",
 )
