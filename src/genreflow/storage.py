@@ -143,6 +143,8 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise KeyNotFound(f"{self.location(key)} does not exist") from exc
+        except IsADirectoryError as exc:  # a folder is no key, as exists() and listing say
+            raise KeyNotFound(f"{self.location(key)} is a folder, not a file") from exc
         except PermissionError as exc:
             raise PermanentStoreError(f"cannot read {self.location(key)}: permission denied") \
                 from exc
