@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from genreflow.errors import PermanentError
 from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ HAS_AUDIO = (OK, DUPLICATE, CONFLICT)  # statuses of keys whose audio counts for
 CAS_ATTEMPTS = 20  # each lost compare-and-swap means another writer's update landed
 
 
+class CatalogError(PermanentError, ValueError):
+    """The stored catalog cannot be read (not parquet): a person must restore it."""
+
+
 def read_catalog(store: Store):
     return read_versioned(store)[0]
 
@@ -48,7 +53,13 @@ def read_versioned(store: Store):
         data, etag = store.read_bytes_with_etag(CATALOG_KEY)
     except KeyNotFound:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}), None
-    table = pd.read_parquet(io.BytesIO(data))
+    try:
+        table = pd.read_parquet(io.BytesIO(data))
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise CatalogError(
+            f"{store.location(CATALOG_KEY)} is not a readable catalog ({exc}); restore it "
+            "(a backup, S3 versioning), or delete it to record every track again (stored "
+            "features are reused)") from exc
     for column in COLUMNS:  # a catalog from before a column was added: empty values
         if column not in table:
             table[column] = ""

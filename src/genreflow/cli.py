@@ -13,6 +13,7 @@ from pathlib import Path
 
 from genreflow import registry
 from genreflow.config import load_settings
+from genreflow.errors import PermanentError
 
 log = logging.getLogger("genreflow.cli")
 
@@ -41,13 +42,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class BadArgument(PermanentError, ValueError):
+    """A path given to a command cannot be used; checked before any slow work."""
+
+
+def check_output_file(dest: Path) -> None:
+    """A file can be written at ``dest``: not a folder, nor under a file."""
+    if dest.is_dir():
+        raise BadArgument(f"{dest} is a folder; give the file to write, e.g. {dest}/valid.csv")
+    parent = next((p for p in dest.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise BadArgument(f"{dest}: {parent} is a file, not a folder")
+
+
 def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
     from genreflow.dataset import build_table, check_table, labelled_audio, write_valid_table
 
+    check_output_file(dest)
     items = labelled_audio(folder)
     unknown = sorted({genre for _, genre, _ in items} - set(genres))
     if unknown:
-        raise SystemExit(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
+        raise BadArgument(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
     table, failures = build_table(items, workers)
     check_table(table, genres, str(dest))
     write_valid_table(table, dest)
@@ -309,17 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; registry, storage and data errors print one line and exit 1."""
-    from genreflow.dataset import TableError
+    """Run a command; configuration, registry, storage and data errors print one line and
+    exit 1. A reader that stops reading (``| head``) ends the command quietly."""
     from genreflow.storage import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (registry.RegistryError, StoreError, TableError) as exc:
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except (PermanentError, StoreError) as exc:
         print(f"genreflow: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + 13  # as a command killed by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ LICENCE_TERMS = ("by", "nc", "nd", "sa")  # elements of a Creative Commons licen
 JAMENDO_MONTHLY_REQUESTS = 35_000
 
 
+class ConfigError(PermanentError, ValueError):
+    """The configuration (include/genreflow.toml, a GENREFLOW_* variable) is not usable."""
+
+
 class SharedStorageRequired(PermanentError):
     """A distributed executor with a local folder as store, inbox or valid.csv."""
 
@@ -81,7 +85,7 @@ class JamendoConfig:
             isinstance(v, list) and v and all(isinstance(t, str) and t for t in v)
             for v in tags.values()
         ):
-            raise ValueError(f"{where}: [jamendo.tags] must map genres to non-empty lists of tags")
+            raise ConfigError(f"{where}: [jamendo.tags] must map genres to non-empty lists of tags")
         config = cls(
             tags={genre: list(values) for genre, values in tags.items()},
             tag_match=table.get("tag_match", cls.tag_match),
@@ -105,7 +109,7 @@ class JamendoConfig:
         if not isinstance(config.run_share, int | float) or not 0 < config.run_share <= 1:
             problems.append(f"run_share must be in (0, 1], not {config.run_share!r}")
         if problems:
-            raise ValueError(f"{where} [jamendo]: " + "; ".join(problems))
+            raise ConfigError(f"{where} [jamendo]: " + "; ".join(problems))
         return config
 
 
@@ -130,14 +134,27 @@ class Settings:
 
 
 def read_project_config(path: Path) -> dict:
-    with path.open("rb") as fh:
-        config = tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            config = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc} (see {ENV_CONFIG})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc} (see {ENV_CONFIG})") \
+            from exc
     genres = config.get("genres")
     if not genres or not all(isinstance(g, str) and g for g in genres):
-        raise ValueError(f"{path}: 'genres' must be a non-empty list of names")
+        raise ConfigError(f"{path}: 'genres' must be a non-empty list of names")
     if len(set(genres)) != len(genres):
-        raise ValueError(f"{path}: 'genres' has duplicates: {genres}")
+        raise ConfigError(f"{path}: 'genres' has duplicates: {genres}")
     return config
+
+
+def _whole_number(name: str, value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a whole number") from None
 
 
 def load_settings(**overrides: str | int | None) -> Settings:
@@ -150,7 +167,7 @@ def load_settings(**overrides: str | int | None) -> Settings:
         "store": os.environ.get(ENV_STORE, str(home / "var" / "store")),
         "inbox": os.environ.get(ENV_INBOX, str(demo / "inbox")),
         "valid_csv": os.environ.get(ENV_VALID_CSV, str(demo / "valid.csv")),
-        "workers": int(os.environ.get(ENV_WORKERS, os.cpu_count() or 1)),
+        "workers": os.environ.get(ENV_WORKERS, os.cpu_count() or 1),
     }
     values.update({k: v for k, v in overrides.items() if v not in (None, "")})
     locations = {name: _absolute(str(values[name]), home) for name in ("store", "inbox",
@@ -161,7 +178,7 @@ def load_settings(**overrides: str | int | None) -> Settings:
         genres=tuple(config["genres"]),
         playlists=dict(config.get("spotify", {}).get("playlists", {})),
         **locations,
-        workers=max(1, int(values["workers"])),
+        workers=max(1, _whole_number(f"workers ({ENV_WORKERS})", values["workers"])),
         spotify_api_prefix=os.environ.get(ENV_SPOTIFY_API, ""),
         spotify_token_url=os.environ.get(ENV_SPOTIFY_TOKEN_URL, ""),
         jamendo=JamendoConfig.from_toml(config.get("jamendo", {}), str(config_path),

@@ -315,12 +315,17 @@ def make_s3_client():
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=config,
-    )
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    try:
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=config,
+        )
+    except ValueError as exc:  # botocore: "Invalid endpoint: minio:9000"
+        raise BadStoreUri(f"AWS_ENDPOINT_URL={endpoint!r}: {exc} (give the scheme: "
+                          "http://host:port or https://host)") from exc
 
 
 def open_store(uri: str, *, must_exist: bool = False) -> Store:
