@@ -101,3 +101,39 @@ def test_rollback_refuses_a_version_without_a_fitted_model(tmp_path, models, cap
     code, _, err = run(capsys, "rollback", not_a_model, "--store", store.uri)
     one_line(code, err, "NotAModel", "dict", not_a_model)
     assert registry.read_latest(store)["version"] == good
+
+
+def test_pull_refuses_a_non_empty_destination(tmp_path, models, capsys):
+    """Issue 19 item 7: the user's own model.skops is not replaced unless asked."""
+    store = open_store(str(tmp_path / "store"))
+    version = test_registry.publish_model(store, models[0])
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "model.skops").write_bytes(b"my own model")
+    (dest / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "pull", "--store", store.uri, "--dest", str(dest))
+    one_line(code, err, "BadArgument", "not empty", "--replace")
+    assert (dest / "model.skops").read_bytes() == b"my own model"
+    assert sorted(p.name for p in dest.iterdir()) == ["model.skops", "notes.txt"]
+
+    code, out, _ = run(capsys, "pull", "--store", store.uri, "--dest", str(dest), "--replace")
+    assert code == 0 and version in out
+    published = store.read_bytes(registry.version_key(version, registry.MODEL_FILE))
+    assert (dest / "model.skops").read_bytes() == published
+    assert (dest / "notes.txt").read_text() == "mine"  # only the version's files replaced
+
+
+def test_pull_into_a_file_or_under_one(tmp_path, models, capsys):
+    store = open_store(str(tmp_path / "store"))
+    test_registry.publish_model(store, models[0])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    for dest in (a_file, a_file / "sub"):
+        for extra in ([], ["--replace"]):
+            code, _, err = run(capsys, "pull", "--store", store.uri, "--dest", str(dest),
+                               *extra)
+            one_line(code, err, "BadArgument", str(a_file))
+    assert a_file.read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "pull", "--store", store.uri, "--dest", str(empty))[0] == 0

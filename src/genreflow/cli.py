@@ -49,7 +49,7 @@ class BadArgument(PermanentError, ValueError):
 def check_output_file(dest: Path) -> None:
     """A file can be written at ``dest``: not a folder, nor under a file."""
     if dest.is_dir():
-        raise BadArgument(f"{dest} is a folder; give the file to write, e.g. {dest}/valid.csv")
+        raise BadArgument(f"{dest} is a folder; give the path of a file to write")
     parent = next((p for p in dest.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise BadArgument(f"{dest}: {parent} is a file, not a folder")
@@ -150,8 +150,19 @@ def download(store, version: str, manifest: dict, dest: Path,
     return contents
 
 
+def check_pull_dest(dest: Path, replace: bool) -> None:
+    """A folder ``pull --dest`` may write into: absent, empty, or (``replace``) one whose
+    files of the same names the user agreed to lose; never a file or under one."""
+    check_output_file(dest / registry.MODEL_FILE)
+    if dest.is_dir() and any(dest.iterdir()) and not replace:
+        raise BadArgument(f"{dest} is not empty; give an empty or new folder, or --replace "
+                          "to overwrite the files of the pulled version there")
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     store = _store(args)
+    if args.dest:
+        check_pull_dest(Path(args.dest), args.replace)
     version, manifest = registry.resolve(store, args.version)
     dest = Path(args.dest) if args.dest else cache_dir(store, version)
     contents = download(store, version, manifest, dest)
@@ -297,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", parents=[store], help="download a model, sha256 verified")
     pull.add_argument("--version", help="version (default: latest)")
-    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE})")
+    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE}); "
+                      "refused when not empty, unless --replace")
+    pull.add_argument("--replace", action="store_true",
+                      help="in a non-empty --dest, overwrite the version's files (only those)")
     pull.set_defaults(func=cmd_pull)
 
     predict = sub.add_parser("predict", parents=[store], help="genre of audio files")
