@@ -137,3 +137,10 @@ def test_pull_into_a_file_or_under_one(tmp_path, models, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run(capsys, "pull", "--store", store.uri, "--dest", str(empty))[0] == 0
+
+
+def test_valid_table_of_a_missing_folder(tmp_path, capsys, monkeypatch, genres_config):
+    monkeypatch.setenv("GENREFLOW_CONFIG", str(genres_config))
+    code, _, err = run(capsys, "valid-table", str(tmp_path / "nope"), "-o",
+                       str(tmp_path / "valid.csv"))
+    one_line(code, err, "BadArgument", f"{tmp_path / 'nope'} does not exist")

@@ -59,6 +59,8 @@ def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
     from genreflow.dataset import build_table, check_table, labelled_audio, write_valid_table
 
     check_output_file(dest)
+    if not folder.is_dir():
+        raise BadArgument(f"{folder} does not exist or is not a folder of <genre>/<file> audio")
     items = labelled_audio(folder)
     unknown = sorted({genre for _, genre, _ in items} - set(genres))
     if unknown:

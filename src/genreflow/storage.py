@@ -12,8 +12,8 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -182,7 +182,9 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            # not mkstemp (always 0600): the umask decides who else may read the store
+            tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}"))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
             kind = PermanentStoreError if exc.errno in PERMANENT_ERRNOS else StoreError
             raise kind(f"cannot write {self.location(key)}: {exc.strerror or exc}") from exc
@@ -291,7 +293,8 @@ class S3Store(Store):
         strip = len(self.prefix) + 1 if self.prefix else 0
         pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
         try:
-            return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", []))
+            return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])
+                          if not obj["Key"].endswith("/"))  # a console's folder marker
         except Exception as exc:  # paginators raise lazily, while iterating
             raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
 
