@@ -101,8 +101,10 @@ def discover(
     Rejected items (unknown genre, no preview, a skipped playlist) go straight into the
     catalog so a person can see them; they are re-evaluated each run (a genre added to
     the config makes its inbox folder count) but recorded again only if their reason
-    changed. A key in label conflict that its source no longer holds is recorded
-    ``removed``, which resolves the conflict when the keys left agree on one genre.
+    changed. A key with audio (ok, duplicate, conflict) that a complete listing of its
+    source no longer holds (a file deleted from the inbox) is recorded ``removed``: it
+    leaves training, and a label conflict it was in is resolved when the keys left
+    agree on one genre.
     """
     log.info("discover: asking %s", ", ".join(sources))
     store = open_store(settings.store)
@@ -121,7 +123,7 @@ def discover(
     new = [t for t in tracks if t.key not in skip]
     capped = new[:max_new]
     present = {t.key for t in tracks} | {r["key"] for r in rejected}
-    gone = _gone_conflicts(seen, listed, present)
+    gone = _gone(seen, listed, present)
     recorded = _record_discovery(store, known, rejected, {t.key for t in tracks}, gone, run_id)
     log.info(
         "discover: %d candidates, %d already in the catalog, %d new, %d taken (cap %d), "
@@ -141,10 +143,10 @@ def _rejected_ref(source: str, item: dict) -> TrackRef:
                     meta={k: item[k] for k in catalog.TRACK_META if k in item})
 
 
-def _gone_conflicts(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
-    """Keys in label conflict that a complete listing of their source no longer holds."""
+def _gone(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
+    """Keys with audio that a complete listing of their source no longer holds."""
     complete = [name for name, found in listed.items() if found.complete]
-    rows = seen[(seen["status"] == catalog.CONFLICT) & seen["source"].isin(complete)]
+    rows = seen[seen["status"].isin(catalog.HAS_AUDIO) & seen["source"].isin(complete)]
     return sorted(set(rows["key"]) - present)
 
 
@@ -166,15 +168,16 @@ def _fresh_rejections(seen, rejected: list[dict], candidates: set[str]) -> list[
 
 def _record_discovery(store: Store, known, rejected: list[dict], candidates: set[str],
                        gone: list[str], run_id: str) -> int:
-    """Record fresh rejections and conflicting keys gone from their source, and settle the
-    conflicts that leaves; the number of rejections recorded."""
+    """Record fresh rejections and keys gone from their source, and settle the labels
+    that leaves; the number of rejections recorded."""
     written: list[dict] = []
 
     def change(table):
         written[:] = _fresh_rejections(table, rejected, candidates)
-        removed = table["key"].isin(gone) & (table["status"] == catalog.CONFLICT)
+        removed = table["key"].isin(gone) & table["status"].isin(catalog.HAS_AUDIO)
+        table.loc[removed, "reason"] = [
+            f"removed from its source while {status}" for status in table.loc[removed, "status"]]
         table.loc[removed, ["status", "run_id"]] = [catalog.REMOVED, run_id]
-        table.loc[removed, "reason"] = "removed from its source while in label conflict"
         merged = catalog.merge_records(table, written)
         settled = catalog.settle_labels(merged)
         return merged if written or removed.any() or settled else None
@@ -183,8 +186,8 @@ def _record_discovery(store: Store, known, rejected: list[dict], candidates: set
     for record in written:
         log.warning("rejected %s: %s", record["key"], record["reason"])
     for key in gone:
-        log.warning("removed %s: no longer at its source; its label conflict is re-evaluated",
-                    key)
+        log.warning("removed %s: no longer at its source; it leaves training (another key "
+                    "with its audio and genre trains instead)", key)
     return len(written)
 
 
