@@ -4,12 +4,18 @@ trained on, validation songs in the training data are reported."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
+import time
 
+import pytest
 from test_ingest import inbox_settings, run
 
 from genreflow import catalog
 from genreflow.storage import LocalStore
+from genreflow.tasks import ingest
 
 
 def statuses(settings) -> dict[str, str]:
@@ -37,3 +43,86 @@ def test_a_file_deleted_from_the_inbox_leaves_training(tmp_path, short_clips, ca
         "classical/classical_000.wav": "ok", "classical/classical_001.wav": "removed",
         "metal/metal_000.wav": "removed", "metal/zz_copy.wav": "ok"}
     assert third["n_tracks"] == 2 and third["new_tracks"] == 0
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> bytes:
+    """A 9.2-s WAV: 3 segments when complete."""
+    from genreflow.synth import write_corpus
+
+    (path,) = write_corpus(tmp_path_factory.mktemp("long"), ["metal"], 1, seed=5)
+    return path.read_bytes()
+
+
+def segments_of(settings, key: str) -> int:
+    rows = catalog.read_catalog(LocalStore(settings.store)).set_index("key")
+    return int(rows.loc[key, "n_segments"])
+
+
+def test_a_file_growing_between_discover_and_extract_waits_for_the_next_run(
+        tmp_path, short_clips, long_clip, caplog):
+    """Issue 19 item 2: 35% of a WAV in the inbox when the run started was ingested
+    truncated, for good."""
+    settings = inbox_settings(tmp_path, short_clips)
+    path = tmp_path / "inbox" / "metal" / "upload.wav"
+    path.write_bytes(long_clip[: len(long_clip) * 35 // 100])
+    caplog.set_level(logging.INFO, logger="genreflow")
+    batches = ingest.discover(settings, ["inbox"], 100, 10, run_id="r1")
+    with path.open("ab") as fh:  # the upload goes on
+        fh.write(long_clip[len(long_clip) * 35 // 100:])
+    records = [ingest.extract_batch(settings, batch, "r1") for batch in batches]
+    first = ingest.assemble(settings, records, "r1")
+    assert "inbox:metal/upload.wav" not in statuses_by_key(settings)  # nothing recorded
+    assert first["n_tracks"] == 3
+    assert "metal/upload.wav: changed since discovery" in caplog.text
+    assert not any(k.endswith(".wav") and len(LocalStore(settings.store).read_bytes(k))
+                   < len(long_clip) * 0.9 and "upload" in k
+                   for k in LocalStore(settings.store).list_keys("raw/"))
+
+    second = run(settings, "r2")  # complete now: taken in whole
+    assert segments_of(settings, "inbox:metal/upload.wav") == 3
+    assert second["n_tracks"] == 4
+
+
+def test_a_young_file_waits_until_it_is_older_than_the_minimum_age(tmp_path, short_clips,
+                                                                  caplog):
+    settings = dataclasses.replace(inbox_settings(tmp_path, short_clips), inbox_min_age=60)
+    caplog.set_level(logging.INFO, logger="genreflow")
+    assert ingest.discover(settings, ["inbox"], 100, 10, run_id="r1") == []
+    assert "3 file(s) changed less than 60 s ago: left for a later run" in caplog.text
+    past = time.time() - 120
+    for path in (tmp_path / "inbox").glob("*/*.wav"):
+        os.utime(path, (past, past))
+    assert run(settings, "r2")["n_tracks"] == 3
+
+
+def test_new_content_at_a_known_path_is_a_new_version_of_the_track(tmp_path, short_clips,
+                                                                   caplog):
+    settings = inbox_settings(tmp_path, short_clips)
+    first = run(settings, "r1")
+    old = catalog.read_catalog(LocalStore(settings.store)).set_index("key").loc[
+        "inbox:metal/metal_000.wav", "sha256"]
+    caplog.set_level(logging.INFO, logger="genreflow")
+    replacement = short_clips["metal_001.wav"].read_bytes()
+    LocalStore(settings.inbox).write_bytes("metal/metal_000.wav", replacement)
+
+    second = run(settings, "r2")
+    row = catalog.read_catalog(LocalStore(settings.store)).set_index("key").loc[
+        "inbox:metal/metal_000.wav"]
+    assert row["sha256"] == hashlib.sha256(replacement).hexdigest() and row["status"] == "ok"
+    assert old[:16] in row["reason"]
+    assert f"changed inbox:metal/metal_000.wav: new content since it was ingested as " \
+           f"{old[:16]}" in caplog.text
+    assert second["fingerprint"] != first["fingerprint"] and second["n_tracks"] == 3
+    trained = set(LocalStore(settings.store).read_frame(second["snapshot_key"])["track_id"])
+    assert old[:16] not in trained and row["track_id"] in trained
+
+    os.utime(tmp_path / "inbox" / "metal" / "metal_000.wav")  # touched, same content
+    third = run(settings, "r3")
+    assert third["fingerprint"] == second["fingerprint"]
+    assert statuses(settings)["metal/metal_000.wav"] == "ok"
+
+
+def statuses_by_key(settings) -> dict[str, str]:
+    return catalog.read_catalog(LocalStore(settings.store)).set_index("key")[
+        "status"].to_dict()

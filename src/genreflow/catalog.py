@@ -29,6 +29,7 @@ TRACK_META = ["title", "artist", "licence_url", "source_url"]
 COLUMNS = [
     "key", "source", "source_id", "genre", "name", "track_id", "sha256", "raw_key",
     "features_key", "n_segments", "status", "reason", "first_seen", "run_id", *TRACK_META,
+    "source_stamp",  # the file's size and mtime (or ETag) when fetched: new content shows
 ]
 OK, FAILED, DUPLICATE, REJECTED = "ok", "failed", "duplicate", "rejected"
 CONFLICT, REMOVED = "conflict", "removed"

@@ -23,6 +23,7 @@ ENV_STORE = "GENREFLOW_STORE"
 ENV_INBOX = "GENREFLOW_INBOX"
 ENV_VALID_CSV = "GENREFLOW_VALID_CSV"
 ENV_WORKERS = "GENREFLOW_WORKERS"
+ENV_INBOX_MIN_AGE = "GENREFLOW_INBOX_MIN_AGE"  # seconds a file must be unchanged to be taken
 ENV_SPOTIFY_API = "GENREFLOW_SPOTIFY_API_PREFIX"  # e.g. a proxy or a test server; empty: Spotify
 ENV_SPOTIFY_TOKEN_URL = "GENREFLOW_SPOTIFY_TOKEN_URL"
 ENV_JAMENDO_API = "GENREFLOW_JAMENDO_API_URL"  # e.g. a test server; empty: api.jamendo.com
@@ -124,6 +125,7 @@ class Settings:
     genres: tuple[str, ...]
     playlists: dict[str, list[str]] = field(default_factory=dict)
     workers: int = 1
+    inbox_min_age: float = 0.0
     spotify_api_prefix: str = ""
     spotify_token_url: str = ""
     jamendo: JamendoConfig = field(default_factory=JamendoConfig)
@@ -148,6 +150,16 @@ def read_project_config(path: Path) -> dict:
     if len(set(genres)) != len(genres):
         raise ConfigError(f"{path}: 'genres' has duplicates: {genres}")
     return config
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}={value!r} is not a number of seconds (0 or more)")
+    return seconds
 
 
 def _whole_number(name: str, value) -> int:
@@ -179,6 +191,7 @@ def load_settings(**overrides: str | int | None) -> Settings:
         playlists=dict(config.get("spotify", {}).get("playlists", {})),
         **locations,
         workers=max(1, _whole_number(f"workers ({ENV_WORKERS})", values["workers"])),
+        inbox_min_age=_seconds(ENV_INBOX_MIN_AGE, os.environ.get(ENV_INBOX_MIN_AGE, "0")),
         spotify_api_prefix=os.environ.get(ENV_SPOTIFY_API, ""),
         spotify_token_url=os.environ.get(ENV_SPOTIFY_TOKEN_URL, ""),
         jamendo=JamendoConfig.from_toml(config.get("jamendo", {}), str(config_path),

@@ -17,6 +17,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -60,6 +61,15 @@ PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOT
                               errno.EEXIST})
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """What changes whenever an object's content does (``tag``: size and mtime of a local
+    file, size and ETag of an S3 object) and when it last changed (epoch seconds)."""
+
+    tag: str
+    modified: float
+
+
 class Store(ABC):
     """Key/value blobs; writes are whole-object and readers never see a partial one."""
 
@@ -89,6 +99,14 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
+        """Every key under ``prefix`` with its :class:`Stamp`, in one listing."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no stamps")
+
+    def stamp(self, key: str) -> Stamp | None:
+        """The key's :class:`Stamp`; None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no stamps")
 
     def escapes(self, key: str) -> bool:
         """True when the key leads out of the store (a local link to a file elsewhere):
@@ -225,6 +243,17 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
+        stamps = {key: self.stamp(key) for key in self.list_keys(prefix)}
+        return {key: stamp for key, stamp in stamps.items() if stamp}  # deleted meanwhile
+
+    def stamp(self, key: str) -> Stamp | None:
+        try:  # not _path: a link out of the store is listed (and refused by its reader)
+            stat = (self.root / key).stat()
+        except FileNotFoundError:
+            return None
+        return Stamp(f"{stat.st_size}-{stat.st_mtime_ns}", stat.st_mtime)
+
 
 class S3Store(Store):
     """A bucket prefix over boto3; the endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO)."""
@@ -289,17 +318,33 @@ class S3Store(Store):
         return True
 
     def list_keys(self, prefix: str = "") -> list[str]:
+        return sorted(self.list_stamps(prefix))
+
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
         pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
         try:
-            return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])
-                          if not obj["Key"].endswith("/"))  # a console's folder marker
+            return {obj["Key"][strip:]: _s3_stamp(obj["Size"], obj["ETag"], obj["LastModified"])
+                    for page in pages for obj in page.get("Contents", [])
+                    if not obj["Key"].endswith("/")}  # a console's folder marker
         except Exception as exc:  # paginators raise lazily, while iterating
             raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
 
+    def stamp(self, key: str) -> Stamp | None:
+        try:
+            head = self._call("head", key, self.client.head_object, Key=self._key(key))
+        except KeyNotFound:
+            return None
+        return _s3_stamp(head["ContentLength"], head["ETag"], head["LastModified"])
+
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Key=self._key(key))
+
+
+def _s3_stamp(size: int, etag: str, modified) -> Stamp:
+    tag = etag.strip('"')
+    return Stamp(f"{size}-{tag}", modified.timestamp())
 
 
 def _check_write_mode(overwrite: bool, if_match: str | None) -> None:
