@@ -65,7 +65,7 @@ def read_versioned(store: Store):
     for column in COLUMNS:  # a catalog from before a column was added: empty values
         if column not in table:
             table[column] = ""
-    return table, etag
+    return table[[*COLUMNS, *(c for c in table if c not in COLUMNS)]], etag
 
 
 def merge_records(catalog, records: Iterable[dict]):
