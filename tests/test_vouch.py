@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ import time
 import pytest
 from test_ingest import inbox_settings, run
 
-from genreflow import catalog
+from genreflow import catalog, registry
 from genreflow.storage import LocalStore
 from genreflow.tasks import ingest
 
@@ -126,3 +127,48 @@ def test_new_content_at_a_known_path_is_a_new_version_of_the_track(tmp_path, sho
 def statuses_by_key(settings) -> dict[str, str]:
     return catalog.read_catalog(LocalStore(settings.store)).set_index("key")[
         "status"].to_dict()
+
+
+def publish_trained(settings, snapshot: dict, run_id: str) -> str:
+    """train (the real step) and publish the result; the version."""
+    from genreflow.tasks import release, training
+
+    trained = training.train(settings, snapshot, run_id)
+    metrics = {"roc_auc_ovo": 0.9, "song_accuracy": 1.0, "valid_sha256": "v", "per_genre": {}}
+    decision = {"promote": True, "reason": "test", "champion": None}
+    return release.publish(settings, snapshot, trained, metrics, decision, run_id)["version"]
+
+
+def licences(capsys, settings, version: str) -> dict:
+    from test_cli import run as cli
+
+    code, out, _ = cli(capsys, "licences", "--store", settings.store, "--version", version,
+                       "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def test_licences_list_what_the_version_was_trained_on(tmp_path, short_clips, capsys,
+                                                       caplog):
+    """Issue 19 item 4: a track removed after training vanished from the version's list."""
+    settings = inbox_settings(tmp_path, short_clips)
+    version = publish_trained(settings, run(settings, "r1"), "r1")
+    before = licences(capsys, settings, version)["tracks"]
+    assert len(before) == 3
+    assert registry.TRACKS_FILE in registry.read_manifest(LocalStore(settings.store),
+                                                          version)["files"]
+
+    LocalStore(settings.inbox).delete("classical/classical_001.wav")
+    assert run(settings, "r2")["n_tracks"] == 2
+    assert licences(capsys, settings, version)["tracks"] == before
+    assert {row["source"] for row in before} == {"inbox"}
+
+    caplog.set_level(logging.WARNING, logger="genreflow")  # a version from before the record
+    store = LocalStore(settings.store)
+    old = registry.new_version()
+    registry.publish(store, old, {registry.MODEL_FILE: store.read_bytes(
+        registry.version_key(version, registry.MODEL_FILE))},
+        {"snapshot_key": registry.read_manifest(store, version)["snapshot_key"]},
+        promote=False)
+    assert len(licences(capsys, settings, old)["tracks"]) == 3
+    assert f"version {old} has no record of its training tracks" in caplog.text

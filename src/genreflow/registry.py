@@ -35,6 +35,7 @@ LATEST_KEY = "latest.json"
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
+TRACKS_FILE = "training_tracks.json"  # what the version was trained on (genreflow licences)
 PLOT_SUFFIX = ".png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CURRENT = object()  # publish(expected_champion=...) default: latest as read at the start

@@ -90,7 +90,9 @@ def check(
 
 
 def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
-    """Choose the configuration by grouped CV (training data only, bounded), fit it on all."""
+    """Choose the configuration by grouped CV (training data only, bounded), fit it on all;
+    record the training tracks with their licences as the catalog has them now."""
+    from genreflow.attribution import record_bytes
     from genreflow.model import candidates, fit_model
     from genreflow.selection import select
 
@@ -101,11 +103,14 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
     model = fit_model(table, candidates()[name])
     key = f"{run_dir(run_id)}/{registry.MODEL_FILE}"
     store.write_bytes(key, registry.dump_model(model))
+    tracks_key = f"{run_dir(run_id)}/{registry.TRACKS_FILE}"  # for `genreflow licences`
+    store.write_bytes(tracks_key, record_bytes(store, table["track_id"].unique()))
     log.info("trained %s in %.1f s -> %s", name, time.monotonic() - started,
              store.location(key))
     chosen = selection["candidates"][selection["chosen"]] if selection["candidates"] else {}
     return {
-        "model_key": key, "run_dir": run_dir(run_id), "snapshot_key": snapshot["snapshot_key"],
+        "model_key": key, "tracks_key": tracks_key, "run_dir": run_dir(run_id),
+        "snapshot_key": snapshot["snapshot_key"],
         "model_name": name,
         "config": {"steps": {step: str(obj) for step, obj in model.steps},
                    "selection": selection},
