@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+import pandas as pd
 import pytest
 from test_ingest import inbox_settings, run
 
@@ -172,3 +173,45 @@ def test_licences_list_what_the_version_was_trained_on(tmp_path, short_clips, ca
         promote=False)
     assert len(licences(capsys, settings, old)["tracks"]) == 3
     assert f"version {old} has no record of its training tracks" in caplog.text
+
+
+def test_a_validation_song_in_the_training_data_is_reported(tmp_path, short_clips, capsys,
+                                                            monkeypatch, genres_config):
+    """Issue 19 item 6: a clip of valid.csv dropped into the inbox trained silently and
+    inflated every later gate."""
+    from test_cli import run as cli
+
+    from genreflow.checks import CheckFailed
+    from genreflow.synth import write_corpus
+    from genreflow.tasks import training
+
+    monkeypatch.setenv("GENREFLOW_CONFIG", str(genres_config))
+    held_out = write_corpus(tmp_path / "valid-audio", ["classical", "metal"], 1, seconds=3.2,
+                            seed=9, prefix="valid_")
+    valid_csv = tmp_path / "valid.csv"
+    assert cli(capsys, "valid-table", str(tmp_path / "valid-audio"), "-o", str(valid_csv))[0] == 0
+    table = pd.read_csv(valid_csv)
+    assert dict(zip(table["track_id"], table["audio_sha256"], strict=True)) == {
+        f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in held_out}
+
+    leaked = held_out[0]  # classical/valid_classical_000.wav, dropped into the inbox
+    settings = dataclasses.replace(
+        inbox_settings(tmp_path, short_clips, {"classical/new.wav": leaked.read_bytes()}),
+        valid_csv=str(valid_csv))
+    snapshot = run(settings, "r1")
+    policy = tmp_path / "include" / "checks.toml"  # a tiny inbox: too few tracks is fine
+    policy.parent.mkdir()
+    policy.write_text("[checks]\nfail_on = []\n")
+    checked = training.check(settings, snapshot, "r1")
+    report = LocalStore(settings.store).read_json(checked["report_key"])
+    assert report["validation_overlap"] == {"checked": True, "songs": [
+        {"valid_track_id": "classical/valid_classical_000.wav",
+         "key": "inbox:classical/new.wav", "genre": "classical",
+         "sha256": hashlib.sha256(leaked.read_bytes()).hexdigest()}]}
+    assert any("1 song(s) of valid.csv are in the training snapshot" in w
+               for w in checked["warnings"])
+
+    policy.write_text('[checks]\nfail_on = ["validation_leak"]\n')
+    with pytest.raises(CheckFailed, match="inbox:classical/new.wav"):
+        training.check(settings, snapshot, "r2")

@@ -56,7 +56,13 @@ def check_output_file(dest: Path) -> None:
 
 
 def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
-    from genreflow.dataset import build_table, check_table, labelled_audio, write_valid_table
+    from genreflow.dataset import (
+        build_table,
+        check_table,
+        labelled_audio,
+        with_audio_hashes,
+        write_valid_table,
+    )
 
     check_output_file(dest)
     if not folder.is_dir():
@@ -66,6 +72,7 @@ def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
     if unknown:
         raise BadArgument(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
     table, failures = build_table(items, workers)
+    table = with_audio_hashes(table, items)
     check_table(table, genres, str(dest))
     write_valid_table(table, dest)
     print(f"wrote {dest}: {table['track_id'].nunique()} tracks, {len(table)} segments, "

@@ -147,6 +147,17 @@ def is_current_valid_table(path: Path) -> bool:
     return first.get(VERSION_COLUMN, pd.Series(dtype=str)).tolist() == [FEATURE_FINGERPRINT]
 
 
+HASH_COLUMN = "audio_sha256"  # of each valid.csv song's file: the checks find it in training
+
+
+def with_audio_hashes(table, labelled: Iterable[tuple[str, str, Path]]):
+    """``table`` with each song's file sha256, which the catalog keeps for every training
+    track: a validation song that is also trained on is found by it (a leak)."""
+    hashes = {track_id: hashlib.sha256(path.read_bytes()).hexdigest()
+              for track_id, _, path in labelled}
+    return table.assign(**{HASH_COLUMN: table["track_id"].map(hashes)})
+
+
 def write_valid_table(table, dest: Path) -> None:
     """Write a validation table with this code's feature fingerprint."""
     dest.parent.mkdir(parents=True, exist_ok=True)
