@@ -208,8 +208,7 @@ def _record_discovery(store: Store, known, rejected: list[dict], candidates: set
     for record in written:
         log.warning("rejected %s: %s", record["key"], record["reason"])
     for key in gone:
-        log.warning("removed %s: no longer at its source; it leaves training (another key "
-                    "with its audio and genre trains instead)", key)
+        log.warning("removed %s: no longer at its source; it leaves training", key)
     return len(written)
 
 
