@@ -282,12 +282,13 @@ def validation_overlap(valid, training, catalog) -> dict:
     """valid.csv songs whose audio (``audio_sha256``) a training track has: {"checked",
     "songs": [{valid_track_id, key, genre, sha256}]}; not checked for a valid.csv made
     before the column existed."""
+    from genreflow.catalog import OK
     from genreflow.dataset import HASH_COLUMN
 
     if HASH_COLUMN not in valid.columns:
         return {"checked": False, "songs": []}
     trained = catalog[catalog["track_id"].isin(set(training["track_id"]))
-                      & (catalog["status"] == "ok")]
+                      & (catalog["status"] == OK)]
     by_sha = dict(zip(trained["sha256"], zip(trained["key"], trained["genre"], strict=True),
                       strict=True))
     songs = valid.drop_duplicates("track_id")
