@@ -42,6 +42,13 @@ def manifest(auc: float, accuracy: float, promote: bool, reason: str) -> dict:
     }
 
 
+def fitted_model() -> bytes:
+    """A fitted classifier: rollback loads the target's model before moving latest."""
+    from sklearn.linear_model import LogisticRegression
+
+    return registry.dump_model(LogisticRegression().fit([[0.0], [1.0]], LABELS[:2]))
+
+
 def files(model: bytes, plot: bool) -> dict[str, bytes]:
     metrics = registry.json_bytes({"per_genre": PER_GENRE})
     return {registry.MODEL_FILE: model, registry.METRICS_FILE: metrics,
@@ -55,7 +62,7 @@ def store(tmp_path) -> LocalStore:
     registry.publish(store, OLD, files(b"model-1", plot=True),
                      manifest(0.9312, 0.8333, True, "first model: no champion yet"),
                      promote=True)
-    registry.publish(store, NEW, files(b"model-2", plot=False),
+    registry.publish(store, NEW, files(fitted_model(), plot=False),  # rolled back to
                      manifest(0.5021, 0.3333, False,
                               "challenger ROC-AUC 0.5021 is <worse> than champion"),
                      promote=False)

@@ -230,3 +230,29 @@ def test_opening_and_reading_create_no_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
     store.write_bytes("a/k", b"x")  # the first write creates what it needs
     assert (root / "a" / "k").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_local_files_honour_the_umask(tmp_path, umask, mode):
+    """Issue 19 item 9: another user or a worker under another uid can read the registry
+    when the umask lets it (mkstemp made every file 0600)."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        LocalStore(tmp_path).write_bytes("models/v/model.skops", b"x")
+        LocalStore(tmp_path).write_bytes("latest.json", b"{}", overwrite=False)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "models/v/model.skops", tmp_path / "latest.json"):
+        assert path.stat().st_mode & 0o777 == mode
+
+
+def test_s3_folder_markers_are_no_keys(s3_bucket):
+    """A console's "create folder" leaves a 0-byte ``<prefix>/`` object; it is no file."""
+    bucket, _ = s3_bucket
+    store = open_store(f"s3://{bucket}/inbox")
+    store.write_bytes("metal/a.wav", b"audio")
+    store.client.put_object(Bucket=bucket, Key="inbox/metal/d.ogg/", Body=b"")
+    store.client.put_object(Bucket=bucket, Key="inbox/metal/", Body=b"")
+    assert store.list_keys() == ["metal/a.wav"]

@@ -70,6 +70,24 @@ def valid_table(genres=TRAINED) -> pd.DataFrame:
     return segment_table(genres, tracks=2, prefix="v")
 
 
+def edited(change):
+    """A current valid.csv with one edit made by ``change(table)`` (a hand-edited file)."""
+    def write(path):
+        table = valid_table().assign(**{VERSION_COLUMN: FEATURE_FINGERPRINT})
+        change(table)
+        table.to_csv(path, index=False)
+    return write
+
+
+def two_genres(table):
+    """The first song's last segment relabelled: one song under two genres."""
+    table.loc[4, "genre"] = "metal"
+
+
+def repeated(table):
+    table.loc[3, ["segment", *FEATURE_NAMES]] = table.loc[2, ["segment", *FEATURE_NAMES]]
+
+
 CASES = {  # case -> (valid.csv written by it, or None for no file; the reason it fails)
     "one-genre": (lambda path: write_valid_table(valid_table(("metal",)), path),
                   "at least 2"),
@@ -80,6 +98,20 @@ CASES = {  # case -> (valid.csv written by it, or None for no file; the reason i
     "genre-not-in-training": (lambda path: write_valid_table(valid_table(GENRES), path),
                               r"genre\(s\) \['electronic'\] have no training tracks"),
     "missing-file": (None, "valid.csv not found"),
+    # issue 19 item 5: a traceback retried for two minutes, or a wrong score, before
+    "non-numeric-cell": (edited(lambda t: t.__setitem__(FEATURE_NAMES[3], t[FEATURE_NAMES[3]]
+                                                        .astype(object).where(t.index != 6,
+                                                                              "abc"))),
+                         re.escape(f"non-numeric value 'abc' in column {FEATURE_NAMES[3]} "
+                                   "(row 6)")),
+    "a-folder": (lambda path: path.mkdir(), "is a folder, not a file"),
+    "song-under-two-genres": (edited(two_genres),
+                              re.escape("1 song(s) labelled with 2+ genres: vclassical0")),
+    "duplicated-rows": (edited(repeated),
+                        re.escape("1 duplicated (track_id, segment) row(s), first "
+                                  "vclassical0 segment 2")),
+    "empty-track-id": (edited(lambda t: t.__setitem__("track_id", t["track_id"].where(
+        t.index != 7, ""))), re.escape("1 row(s) without a track_id, first row 7")),
 }
 
 

@@ -4,7 +4,8 @@ One row per key (``<source>:<source_id>``) with its status: ``ok`` (features sto
 ``failed`` (the audio's own fault, or it vanished; retried only when a run asks for it),
 ``duplicate`` (same audio and genre as another key, named in the reason), ``conflict``
 (same audio as a key of another genre: neither trains until one is removed),
-``removed`` (a conflicting key that left its source; offered again if it comes back) or
+``removed`` (a key that left its source, e.g. deleted from the inbox: it no longer trains;
+offered again if it comes back) or
 ``rejected`` (refused at discovery: unknown genre, no preview, a skipped playlist;
 re-evaluated every run, recorded again only if its reason changes). Stored as one parquet
 file through the run's Store (local folder or S3), written with compare-and-swap so
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from genreflow.errors import PermanentError
 from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,16 @@ TRACK_META = ["title", "artist", "licence_url", "source_url"]
 COLUMNS = [
     "key", "source", "source_id", "genre", "name", "track_id", "sha256", "raw_key",
     "features_key", "n_segments", "status", "reason", "first_seen", "run_id", *TRACK_META,
+    "source_stamp",  # the file's size and mtime (or ETag) when fetched: new content shows
 ]
 OK, FAILED, DUPLICATE, REJECTED = "ok", "failed", "duplicate", "rejected"
 CONFLICT, REMOVED = "conflict", "removed"
 HAS_AUDIO = (OK, DUPLICATE, CONFLICT)  # statuses of keys whose audio counts for its label
 CAS_ATTEMPTS = 20  # each lost compare-and-swap means another writer's update landed
+
+
+class CatalogError(PermanentError, ValueError):
+    """The stored catalog cannot be read (not parquet): a person must restore it."""
 
 
 def read_catalog(store: Store):
@@ -48,11 +55,17 @@ def read_versioned(store: Store):
         data, etag = store.read_bytes_with_etag(CATALOG_KEY)
     except KeyNotFound:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}), None
-    table = pd.read_parquet(io.BytesIO(data))
+    try:
+        table = pd.read_parquet(io.BytesIO(data))
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise CatalogError(
+            f"{store.location(CATALOG_KEY)} is not a readable catalog ({exc}); restore it "
+            "(a backup, S3 versioning), or delete it to record every track again (stored "
+            "features are reused)") from exc
     for column in COLUMNS:  # a catalog from before a column was added: empty values
         if column not in table:
             table[column] = ""
-    return table, etag
+    return table[[*COLUMNS, *(c for c in table if c not in COLUMNS)]], etag
 
 
 def merge_records(catalog, records: Iterable[dict]):
@@ -75,14 +88,16 @@ def settle_labels(catalog) -> int:
 
     Keys with the same audio (sha256) but different genres are all ``conflict``, each
     reason naming the others. A former conflict whose keys now agree on one genre (the
-    wrong one was removed) is resolved: one key is ``ok`` again, with the audio's stored
-    features (features depend on the audio only), the others ``duplicate``.
+    wrong one was removed), or an audio left with duplicates only (its ok key was
+    removed), is resolved: one key is ``ok`` again, with the audio's stored features
+    (features depend on the audio only), the others ``duplicate``.
     """
     changed = 0
     live = catalog[catalog["status"].isin(HAS_AUDIO) & catalog["sha256"].fillna("").ne("")]
     genres = live.groupby("sha256")["genre"].nunique()
-    in_conflict = live["status"].eq(CONFLICT).groupby(live["sha256"]).any()
-    concerned = genres.index[(genres > 1) | in_conflict.reindex(genres.index)]
+    unsettled = (live["status"].eq(CONFLICT).groupby(live["sha256"]).any()
+                 | ~live["status"].eq(OK).groupby(live["sha256"]).any())
+    concerned = genres.index[(genres > 1) | unsettled.reindex(genres.index)]
     for sha, group in live[live["sha256"].isin(concerned)].groupby("sha256"):
         if group["genre"].nunique() > 1:
             for index, key in zip(group.index, group["key"], strict=True):
@@ -91,13 +106,14 @@ def settle_labels(catalog) -> int:
                 reason = (f"label conflict: same audio as {others}; kept out of training "
                           "until the wrong file is removed")
                 changed += _update(catalog, index, status=CONFLICT, reason=reason)
-        elif (group["status"] == CONFLICT).any():
+        else:
             changed += _resolve(catalog, sha, group)
     return changed
 
 
 def _resolve(catalog, sha: str, group) -> int:
-    """One genre left for this audio: the earliest key is ok again, the rest duplicates."""
+    """One genre left for this audio and no ok key: the earliest key is ok again, the rest
+    duplicates."""
     same_audio = catalog[catalog["sha256"] == sha]
     stored = same_audio[same_audio["features_key"].fillna("").ne("")]
     if stored.empty:  # no key of this audio ever had features (a hand-edited catalog)
@@ -106,8 +122,8 @@ def _resolve(catalog, sha: str, group) -> int:
     keeper = group.sort_values(["first_seen", "key"]).index[0]
     changed = _update(catalog, keeper, status=OK, reason="", raw_key=source["raw_key"],
                       features_key=source["features_key"], n_segments=source["n_segments"])
-    log.info("label conflict on %s resolved: %s (%s) is ok again", sha[:16],
-             catalog.at[keeper, "key"], catalog.at[keeper, "genre"])
+    log.info("audio %s settled (conflict resolved or its ok key removed): %s (%s) is ok "
+             "again", sha[:16], catalog.at[keeper, "key"], catalog.at[keeper, "genre"])
     for index in group.index.drop(keeper):
         changed += _update(catalog, index, status=DUPLICATE, raw_key="", features_key="",
                            n_segments=0, reason=f"same audio as {catalog.at[keeper, 'key']}")

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 FINDINGS = (
     "too_few_tracks", "imbalance", "duplicate_segments", "low_separability", "drift",
-    "label_conflicts",
+    "label_conflicts", "validation_leak",
 )
 CORRECTIONS = ("bh", "holm")
 
@@ -212,6 +212,12 @@ def _findings(report: dict, policy: CheckPolicy) -> list[dict]:
     if report["drift"] and report["drift"]["drifted_share"] > policy.max_drift_share:
         found.append(("drift", f"{report['drift']['drifted_share']:.0%} of features drifted "
                       f"from the previous snapshot (KS, {policy.correction}-adjusted)"))
+    leaks = report["validation_overlap"]["songs"]
+    if leaks:
+        keys = ", ".join(f"{s['valid_track_id']} = {s['key']}" for s in leaks[:10])
+        found.append(("validation_leak", f"{len(leaks)} song(s) of valid.csv are in the "
+                      f"training snapshot (same audio sha256), so the validation scores and "
+                      f"the gate overrate the model: {keys}"))
     conflicts = report["label_conflicts"]
     if conflicts:
         keys = ", ".join(f"{c['key']} ({c['genre']})" for c in conflicts)
@@ -225,11 +231,13 @@ def _findings(report: dict, policy: CheckPolicy) -> list[dict]:
 def run_checks(
     table, genres: Sequence[str], policy: CheckPolicy = CheckPolicy(), previous=None,
     seed: int = 0, label_conflicts: Sequence[dict] = (),
+    validation_overlap: dict | None = None,
 ) -> dict:
     """The checks report (JSON-able). Schema/dtype/NaN problems raise TableError at once;
     policy findings are listed in ``findings``; the caller raises on the "fail" ones.
     ``label_conflicts``: the catalog's rows in conflict (:func:`genreflow.catalog.conflicts`),
-    reported as they are (they are not in ``table``)."""
+    reported as they are (they are not in ``table``). ``validation_overlap``: from
+    :func:`validation_overlap`; None when valid.csv was not compared."""
     check_table(table, genres, "training snapshot")
     X = table[FEATURE_NAMES].to_numpy(np.float64)
     genre = table["genre"].astype(str).to_numpy()
@@ -263,10 +271,32 @@ def run_checks(
         "confidence_intervals": confidence_intervals(table, top),
         "drift": drift(previous, table, policy) if previous is not None else None,
         "label_conflicts": list(label_conflicts),
+        "validation_overlap": validation_overlap or {"checked": False, "songs": []},
     }
     report["findings"] = _findings(report, policy)
     log.info("%s", summary(report))
     return report
+
+
+def validation_overlap(valid, training, catalog) -> dict:
+    """valid.csv songs whose audio (``audio_sha256``) a training track has: {"checked",
+    "songs": [{valid_track_id, key, genre, sha256}]}; not checked for a valid.csv made
+    before the column existed."""
+    from genreflow.catalog import OK
+    from genreflow.dataset import HASH_COLUMN
+
+    if HASH_COLUMN not in valid.columns:
+        return {"checked": False, "songs": []}
+    trained = catalog[catalog["track_id"].isin(set(training["track_id"]))
+                      & (catalog["status"] == OK)]
+    by_sha = dict(zip(trained["sha256"], zip(trained["key"], trained["genre"], strict=True),
+                      strict=True))
+    songs = valid.drop_duplicates("track_id")
+    return {"checked": True, "songs": [
+        {"valid_track_id": str(track_id), "key": by_sha[sha][0], "genre": by_sha[sha][1],
+         "sha256": sha}
+        for track_id, sha in zip(songs["track_id"], songs[HASH_COLUMN], strict=True)
+        if sha in by_sha]}
 
 
 def summary(report: dict) -> str:

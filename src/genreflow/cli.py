@@ -13,6 +13,7 @@ from pathlib import Path
 
 from genreflow import registry
 from genreflow.config import load_settings
+from genreflow.errors import PermanentError
 
 log = logging.getLogger("genreflow.cli")
 
@@ -41,14 +42,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
-    from genreflow.dataset import build_table, check_table, labelled_audio, write_valid_table
+class BadArgument(PermanentError, ValueError):
+    """A path given to a command cannot be used; checked before any slow work."""
 
+
+def check_output_file(dest: Path) -> None:
+    """A file can be written at ``dest``: not a folder, nor under a file."""
+    if dest.is_dir():
+        raise BadArgument(f"{dest} is a folder; give the path of a file to write")
+    parent = next((p for p in dest.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise BadArgument(f"{dest}: {parent} is a file, not a folder")
+
+
+def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
+    from genreflow.dataset import (
+        build_table,
+        check_table,
+        labelled_audio,
+        with_audio_hashes,
+        write_valid_table,
+    )
+
+    check_output_file(dest)
+    if not folder.is_dir():
+        raise BadArgument(f"{folder} does not exist or is not a folder of <genre>/<file> audio")
     items = labelled_audio(folder)
     unknown = sorted({genre for _, genre, _ in items} - set(genres))
     if unknown:
-        raise SystemExit(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
+        raise BadArgument(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
     table, failures = build_table(items, workers)
+    table = with_audio_hashes(table, items)
     check_table(table, genres, str(dest))
     write_valid_table(table, dest)
     print(f"wrote {dest}: {table['track_id'].nunique()} tracks, {len(table)} segments, "
@@ -135,8 +159,19 @@ def download(store, version: str, manifest: dict, dest: Path,
     return contents
 
 
+def check_pull_dest(dest: Path, replace: bool) -> None:
+    """A folder ``pull --dest`` may write into: absent, empty, or (``replace``) one whose
+    files of the same names the user agreed to lose; never a file or under one."""
+    check_output_file(dest / registry.MODEL_FILE)
+    if dest.is_dir() and any(dest.iterdir()) and not replace:
+        raise BadArgument(f"{dest} is not empty; give an empty or new folder, or --replace "
+                          "to overwrite the files of the pulled version there")
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     store = _store(args)
+    if args.dest:
+        check_pull_dest(Path(args.dest), args.replace)
     version, manifest = registry.resolve(store, args.version)
     dest = Path(args.dest) if args.dest else cache_dir(store, version)
     contents = download(store, version, manifest, dest)
@@ -282,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", parents=[store], help="download a model, sha256 verified")
     pull.add_argument("--version", help="version (default: latest)")
-    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE})")
+    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE}); "
+                      "refused when not empty, unless --replace")
+    pull.add_argument("--replace", action="store_true",
+                      help="in a non-empty --dest, overwrite the version's files (only those)")
     pull.set_defaults(func=cmd_pull)
 
     predict = sub.add_parser("predict", parents=[store], help="genre of audio files")
@@ -309,17 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; registry, storage and data errors print one line and exit 1."""
-    from genreflow.dataset import TableError
+    """Run a command; configuration, registry, storage and data errors print one line and
+    exit 1. A reader that stops reading (``| head``) ends the command quietly."""
     from genreflow.storage import StoreError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (registry.RegistryError, StoreError, TableError) as exc:
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except (PermanentError, StoreError) as exc:
         print(f"genreflow: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + 13  # as a command killed by SIGPIPE
 
 
 if __name__ == "__main__":

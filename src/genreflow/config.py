@@ -23,6 +23,7 @@ ENV_STORE = "GENREFLOW_STORE"
 ENV_INBOX = "GENREFLOW_INBOX"
 ENV_VALID_CSV = "GENREFLOW_VALID_CSV"
 ENV_WORKERS = "GENREFLOW_WORKERS"
+ENV_INBOX_MIN_AGE = "GENREFLOW_INBOX_MIN_AGE"  # seconds a file must be unchanged to be taken
 ENV_SPOTIFY_API = "GENREFLOW_SPOTIFY_API_PREFIX"  # e.g. a proxy or a test server; empty: Spotify
 ENV_SPOTIFY_TOKEN_URL = "GENREFLOW_SPOTIFY_TOKEN_URL"
 ENV_JAMENDO_API = "GENREFLOW_JAMENDO_API_URL"  # e.g. a test server; empty: api.jamendo.com
@@ -39,6 +40,10 @@ JAMENDO_TAG_MATCH = ("tags", "fuzzytags")  # exact (AND) or fuzzy (OR) tag searc
 LICENCE_TERMS = ("by", "nc", "nd", "sa")  # elements of a Creative Commons licence URL
 # The API's quota for a free non-commercial client id (developer.jamendo.com, docs/sources.md).
 JAMENDO_MONTHLY_REQUESTS = 35_000
+
+
+class ConfigError(PermanentError, ValueError):
+    """The configuration (include/genreflow.toml, a GENREFLOW_* variable) is not usable."""
 
 
 class SharedStorageRequired(PermanentError):
@@ -81,7 +86,7 @@ class JamendoConfig:
             isinstance(v, list) and v and all(isinstance(t, str) and t for t in v)
             for v in tags.values()
         ):
-            raise ValueError(f"{where}: [jamendo.tags] must map genres to non-empty lists of tags")
+            raise ConfigError(f"{where}: [jamendo.tags] must map genres to non-empty lists of tags")
         config = cls(
             tags={genre: list(values) for genre, values in tags.items()},
             tag_match=table.get("tag_match", cls.tag_match),
@@ -105,7 +110,7 @@ class JamendoConfig:
         if not isinstance(config.run_share, int | float) or not 0 < config.run_share <= 1:
             problems.append(f"run_share must be in (0, 1], not {config.run_share!r}")
         if problems:
-            raise ValueError(f"{where} [jamendo]: " + "; ".join(problems))
+            raise ConfigError(f"{where} [jamendo]: " + "; ".join(problems))
         return config
 
 
@@ -120,6 +125,7 @@ class Settings:
     genres: tuple[str, ...]
     playlists: dict[str, list[str]] = field(default_factory=dict)
     workers: int = 1
+    inbox_min_age: float = 0.0
     spotify_api_prefix: str = ""
     spotify_token_url: str = ""
     jamendo: JamendoConfig = field(default_factory=JamendoConfig)
@@ -130,14 +136,37 @@ class Settings:
 
 
 def read_project_config(path: Path) -> dict:
-    with path.open("rb") as fh:
-        config = tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            config = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc} (see {ENV_CONFIG})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc} (see {ENV_CONFIG})") \
+            from exc
     genres = config.get("genres")
     if not genres or not all(isinstance(g, str) and g for g in genres):
-        raise ValueError(f"{path}: 'genres' must be a non-empty list of names")
+        raise ConfigError(f"{path}: 'genres' must be a non-empty list of names")
     if len(set(genres)) != len(genres):
-        raise ValueError(f"{path}: 'genres' has duplicates: {genres}")
+        raise ConfigError(f"{path}: 'genres' has duplicates: {genres}")
     return config
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}={value!r} is not a number of seconds (0 or more)")
+    return seconds
+
+
+def _whole_number(name: str, value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a whole number") from None
 
 
 def load_settings(**overrides: str | int | None) -> Settings:
@@ -150,7 +179,7 @@ def load_settings(**overrides: str | int | None) -> Settings:
         "store": os.environ.get(ENV_STORE, str(home / "var" / "store")),
         "inbox": os.environ.get(ENV_INBOX, str(demo / "inbox")),
         "valid_csv": os.environ.get(ENV_VALID_CSV, str(demo / "valid.csv")),
-        "workers": int(os.environ.get(ENV_WORKERS, os.cpu_count() or 1)),
+        "workers": os.environ.get(ENV_WORKERS, os.cpu_count() or 1),
     }
     values.update({k: v for k, v in overrides.items() if v not in (None, "")})
     locations = {name: _absolute(str(values[name]), home) for name in ("store", "inbox",
@@ -161,7 +190,8 @@ def load_settings(**overrides: str | int | None) -> Settings:
         genres=tuple(config["genres"]),
         playlists=dict(config.get("spotify", {}).get("playlists", {})),
         **locations,
-        workers=max(1, int(values["workers"])),
+        workers=max(1, _whole_number(f"workers ({ENV_WORKERS})", values["workers"])),
+        inbox_min_age=_seconds(ENV_INBOX_MIN_AGE, os.environ.get(ENV_INBOX_MIN_AGE, "0")),
         spotify_api_prefix=os.environ.get(ENV_SPOTIFY_API, ""),
         spotify_token_url=os.environ.get(ENV_SPOTIFY_TOKEN_URL, ""),
         jamendo=JamendoConfig.from_toml(config.get("jamendo", {}), str(config_path),

@@ -96,12 +96,52 @@ def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"
             raise TableError(f"{name}: made with features {value}, the model needs "
                              f"{expected} (missing or of another version: "
                              f"{', '.join(stale)}); {REBUILD_HINT}")
+    _parse_numbers(frame, name, feature_sets.columns(wanted))
     check_table(frame, genres, name, sets)
+    _check_songs(frame, name)
     present = sorted(set(frame["genre"]))
     if len(present) < 2:
         raise TableError(f"{name}: has songs of {len(present)} genre ({present}); ROC-AUC "
                          "compares genres and needs at least 2")
     return frame
+
+
+def _parse_numbers(frame, name: str, names: list[str]) -> None:
+    """Feature columns read as text (a stray word in a cell) become numbers, or the first
+    cell that is not one is named: pandas' string columns would otherwise fail later with
+    a dtype TypeError that says nothing about the file."""
+    import pandas as pd
+
+    for column in (c for c in names if c in frame.columns):
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna() & frame[column].notna()
+        if bad.any():
+            row = bad.to_numpy().nonzero()[0][0]
+            raise TableError(f"{name}: non-numeric value {frame[column].iloc[row]!r} in "
+                             f"column {column} (row {row})")
+        frame[column] = numbers.astype(np.float64)
+
+
+def _check_songs(frame, name: str) -> None:
+    """Refuse what would make the song-level score wrong without an error: rows without a
+    track id (not a song), a (track_id, segment) twice (a song weighs double) and a song
+    under two genres (one of its labels is wrong, and the soft vote mixes them)."""
+    empty = frame["track_id"].isna() | frame["track_id"].astype(str).str.strip().eq("")
+    if empty.any():
+        raise TableError(f"{name}: {int(empty.sum())} row(s) without a track_id, first row "
+                         f"{empty.to_numpy().nonzero()[0][0]}")
+    repeated = frame.duplicated(["track_id", "segment"])
+    if repeated.any():
+        first = frame[repeated].iloc[0]
+        raise TableError(f"{name}: {int(repeated.sum())} duplicated (track_id, segment) "
+                         f"row(s), first {first['track_id']} segment {first['segment']}")
+    genres = frame.groupby("track_id")["genre"].nunique()
+    mixed = sorted(genres.index[genres > 1])
+    if mixed:
+        raise TableError(f"{name}: {len(mixed)} song(s) labelled with 2+ genres: "
+                         f"{', '.join(mixed[:10])}")
 
 
 def is_current_valid_table(path: Path, sets: Sequence[str] = DEFAULT_SETS) -> bool:
@@ -111,6 +151,17 @@ def is_current_valid_table(path: Path, sets: Sequence[str] = DEFAULT_SETS) -> bo
     first = pd.read_csv(path, nrows=1, dtype=str)
     expected = feature_sets.fingerprint(feature_sets.resolve(sets))
     return first.get(VERSION_COLUMN, pd.Series(dtype=str)).tolist() == [expected]
+
+
+HASH_COLUMN = "audio_sha256"  # of each valid.csv song's file: the checks find it in training
+
+
+def with_audio_hashes(table, labelled: Iterable[tuple[str, str, Path]]):
+    """``table`` with each song's file sha256, which the catalog keeps for every training
+    track: a validation song that is also trained on is found by it (a leak)."""
+    hashes = {track_id: hashlib.sha256(path.read_bytes()).hexdigest()
+              for track_id, _, path in labelled}
+    return table.assign(**{HASH_COLUMN: table["track_id"].map(hashes)})
 
 
 def write_valid_table(table, dest: Path, sets: Sequence[str] = DEFAULT_SETS) -> None:

@@ -122,7 +122,6 @@ def base_pipeline():
     from genreflow.cluster import ClusterFeature
     from genreflow.compression import PowerToDb
     from genreflow.generation import FeatureGenerator
-
     from genreflow.selector import FeatureSetSelector
 
     return Pipeline([

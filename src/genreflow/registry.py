@@ -35,6 +35,7 @@ LATEST_KEY = "latest.json"
 MODEL_FILE = "model.skops"
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.json"
+TRACKS_FILE = "training_tracks.json"  # what the version was trained on (genreflow licences)
 PLOT_SUFFIX = ".png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CURRENT = object()  # publish(expected_champion=...) default: latest as read at the start
@@ -62,6 +63,10 @@ class TamperedFile(RegistryError):
 
 class UntrustedModel(RegistryError):
     """The model file holds types outside genreflow.trusted_types, or is not skops."""
+
+
+class NotAModel(RegistryError):
+    """The model file loads, but holds no fitted classifier (``predict`` could not use it)."""
 
 
 class PromotionConflict(RegistryError):
@@ -411,7 +416,10 @@ def rollback(store: Store, version: str) -> dict:
     """
     current, etag, repaired = _read_latest_etag(store)
     manifest, manifest_data = _manifest_with_bytes(store, version)
-    verify_files(store, version, manifest)
+    contents = verify_files(store, version, manifest)
+    if MODEL_FILE not in contents:
+        raise IncompleteVersion(f"manifest of {version} lists no {MODEL_FILE}")
+    check_model(contents[MODEL_FILE], version)
     previous = (current or {}).get("version")
     _swap_latest(store, version, sha256_hex(manifest_data), current, etag, previous)
     return {"version": version, "previous": previous, "repaired": repaired,
@@ -471,6 +479,15 @@ def load_model_bytes(data: bytes):
 
     check_trusted(data)
     return skops_io().loads(data, trusted=list(TRUSTED_TYPES))
+
+
+def check_model(data: bytes, version: str) -> None:
+    """NotAModel unless ``data`` loads (allow-listed types) as a fitted classifier: an
+    allow-listed file can still hold a plain dict, which predict would fail on."""
+    model = load_model_bytes(data)
+    if not (hasattr(model, "predict_proba") and hasattr(model, "classes_")):
+        raise NotAModel(f"{MODEL_FILE} of {version} holds a {type(model).__name__}, not a "
+                        "fitted pipeline; refusing it")
 
 
 def load_model(store: Store, version: str | None = None):

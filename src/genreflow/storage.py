@@ -12,11 +12,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -60,6 +61,15 @@ PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOT
                               errno.EEXIST})
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """What changes whenever an object's content does (``tag``: size and mtime of a local
+    file, size and ETag of an S3 object) and when it last changed (epoch seconds)."""
+
+    tag: str
+    modified: float
+
+
 class Store(ABC):
     """Key/value blobs; writes are whole-object and readers never see a partial one."""
 
@@ -89,6 +99,14 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
+        """Every key under ``prefix`` with its :class:`Stamp`, in one listing."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no stamps")
+
+    def stamp(self, key: str) -> Stamp | None:
+        """The key's :class:`Stamp`; None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no stamps")
 
     def escapes(self, key: str) -> bool:
         """True when the key leads out of the store (a local link to a file elsewhere):
@@ -143,6 +161,8 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise KeyNotFound(f"{self.location(key)} does not exist") from exc
+        except IsADirectoryError as exc:  # a folder is no key, as exists() and listing say
+            raise KeyNotFound(f"{self.location(key)} is a folder, not a file") from exc
         except PermissionError as exc:
             raise PermanentStoreError(f"cannot read {self.location(key)}: permission denied") \
                 from exc
@@ -180,7 +200,9 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            # not mkstemp (always 0600): the umask decides who else may read the store
+            tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}"))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
             kind = PermanentStoreError if exc.errno in PERMANENT_ERRNOS else StoreError
             raise kind(f"cannot write {self.location(key)}: {exc.strerror or exc}") from exc
@@ -220,6 +242,17 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
+        stamps = {key: self.stamp(key) for key in self.list_keys(prefix)}
+        return {key: stamp for key, stamp in stamps.items() if stamp}  # deleted meanwhile
+
+    def stamp(self, key: str) -> Stamp | None:
+        try:  # not _path: a link out of the store is listed (and refused by its reader)
+            stat = (self.root / key).stat()
+        except FileNotFoundError:
+            return None
+        return Stamp(f"{stat.st_size}-{stat.st_mtime_ns}", stat.st_mtime)
 
 
 class S3Store(Store):
@@ -285,16 +318,33 @@ class S3Store(Store):
         return True
 
     def list_keys(self, prefix: str = "") -> list[str]:
+        return sorted(self.list_stamps(prefix))
+
+    def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
         pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
         try:
-            return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", []))
+            return {obj["Key"][strip:]: _s3_stamp(obj["Size"], obj["ETag"], obj["LastModified"])
+                    for page in pages for obj in page.get("Contents", [])
+                    if not obj["Key"].endswith("/")}  # a console's folder marker
         except Exception as exc:  # paginators raise lazily, while iterating
             raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
 
+    def stamp(self, key: str) -> Stamp | None:
+        try:
+            head = self._call("head", key, self.client.head_object, Key=self._key(key))
+        except KeyNotFound:
+            return None
+        return _s3_stamp(head["ContentLength"], head["ETag"], head["LastModified"])
+
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Key=self._key(key))
+
+
+def _s3_stamp(size: int, etag: str, modified) -> Stamp:
+    tag = etag.strip('"')
+    return Stamp(f"{size}-{tag}", modified.timestamp())
 
 
 def _check_write_mode(overwrite: bool, if_match: str | None) -> None:
@@ -313,12 +363,17 @@ def make_s3_client():
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=config,
-    )
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    try:
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=config,
+        )
+    except ValueError as exc:  # botocore: "Invalid endpoint: minio:9000"
+        raise BadStoreUri(f"AWS_ENDPOINT_URL={endpoint!r}: {exc} (give the scheme: "
+                          "http://host:port or https://host)") from exc
 
 
 def open_store(uri: str, *, must_exist: bool = False) -> Store:

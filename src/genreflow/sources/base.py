@@ -10,6 +10,11 @@ class FetchError(RuntimeError):
     """One track's audio could not be fetched; the run records it and goes on."""
 
 
+class Unsettled(RuntimeError):
+    """The file changed between discovery and fetch (still being written): neither the
+    track's fault nor an outage, so nothing is recorded and the next run offers it again."""
+
+
 class SourceUnavailable(RuntimeError):
     """The source cannot be reached (network, server error): not the track's fault, so it
     is retried and then fails the task, and the track is fetched again on the retry."""
@@ -46,12 +51,14 @@ class Discovery:
     ``reason`` (optionally ``genre`` and ``name``); the catalog records it as rejected.
     ``complete``: ``tracks`` and ``rejected`` list everything the source holds (a folder
     listing, not a playlist that may have been skipped), so a key missing from them was
-    removed at the source.
+    removed at the source. ``waiting``: keys present but still changing, left for a later
+    run (neither candidates nor gone).
     """
 
     tracks: list[TrackRef] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
     complete: bool = False
+    waiting: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):

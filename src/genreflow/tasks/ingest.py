@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -22,7 +23,7 @@ from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
-from genreflow.sources.base import Discovery, FetchError, Source, TrackRef
+from genreflow.sources.base import Discovery, FetchError, Source, TrackRef, Unsettled
 from genreflow.storage import AlreadyExists, KeyNotFound, PermanentStoreError, Store, open_store
 from genreflow.tasks import progress
 from genreflow.transient import with_retries
@@ -62,7 +63,8 @@ def make_sources(settings: Settings, names: list[str],
     def inbox() -> Source:
         from genreflow.sources.inbox import InboxSource
 
-        return InboxSource(open_store(settings.inbox, must_exist=True), settings.genres)
+        return InboxSource(open_store(settings.inbox, must_exist=True), settings.genres,
+                           settings.inbox_min_age)
 
     def spotify() -> Source:
         from genreflow.sources.spotify import SpotifySource
@@ -101,8 +103,10 @@ def discover(
     Rejected items (unknown genre, no preview, a skipped playlist) go straight into the
     catalog so a person can see them; they are re-evaluated each run (a genre added to
     the config makes its inbox folder count) but recorded again only if their reason
-    changed. A key in label conflict that its source no longer holds is recorded
-    ``removed``, which resolves the conflict when the keys left agree on one genre.
+    changed. A key with audio (ok, duplicate, conflict) that a complete listing of its
+    source no longer holds (a file deleted from the inbox) is recorded ``removed``: it
+    leaves training, and a label conflict it was in is resolved when the keys left
+    agree on one genre.
     """
     log.info("discover: asking %s", ", ".join(sources))
     store = open_store(settings.store)
@@ -118,10 +122,12 @@ def discover(
         tracks += result.tracks
         rejected += [_record(_rejected_ref(name, item), run_id, status=catalog.REJECTED,
                              reason=item["reason"]) for item in result.rejected]
-    new = [t for t in tracks if t.key not in skip]
+    changed = _changed(seen, tracks)
+    new = [changed.get(t.key, t) for t in tracks if t.key not in skip or t.key in changed]
     capped = new[:max_new]
-    present = {t.key for t in tracks} | {r["key"] for r in rejected}
-    gone = _gone_conflicts(seen, listed, present)
+    present = ({t.key for t in tracks} | {r["key"] for r in rejected}
+               | {f"{name}:{key}" for name, found in listed.items() for key in found.waiting})
+    gone = _gone(seen, listed, present)
     recorded = _record_discovery(store, known, rejected, {t.key for t in tracks}, gone, run_id)
     log.info(
         "discover: %d candidates, %d already in the catalog, %d new, %d taken (cap %d), "
@@ -136,15 +142,33 @@ def discover(
     return [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
 
 
+def _changed(seen, tracks: list[TrackRef]) -> dict[str, TrackRef]:
+    """Known keys whose content changed since it was fetched (a stamp that differs from
+    the catalog's), each as a candidate that replaces the old audio: a new version of
+    the track. Rows without a stamp (fetched before stamps were kept) are not compared."""
+    recorded = seen[seen["source_stamp"].fillna("").ne("") & seen["status"].ne(
+        catalog.REJECTED)].set_index("key")
+    changed = {}
+    for ref in tracks:
+        stamp = ref.meta.get("stamp")
+        if ref.key in recorded.index and stamp and stamp != recorded.at[ref.key,
+                                                                        "source_stamp"]:
+            old = str(recorded.at[ref.key, "sha256"] or "")[:16] or "no audio"
+            log.warning("changed %s: new content since it was ingested as %s (%s); the new "
+                        "version replaces it", ref.key, old, recorded.at[ref.key, "status"])
+            changed[ref.key] = replace(ref, meta={**ref.meta, "replaces": old})
+    return changed
+
+
 def _rejected_ref(source: str, item: dict) -> TrackRef:
     return TrackRef(source, item["source_id"], item.get("genre", ""), name=item.get("name", ""),
                     meta={k: item[k] for k in catalog.TRACK_META if k in item})
 
 
-def _gone_conflicts(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
-    """Keys in label conflict that a complete listing of their source no longer holds."""
+def _gone(seen, listed: dict[str, Discovery], present: set[str]) -> list[str]:
+    """Keys with audio that a complete listing of their source no longer holds."""
     complete = [name for name, found in listed.items() if found.complete]
-    rows = seen[(seen["status"] == catalog.CONFLICT) & seen["source"].isin(complete)]
+    rows = seen[seen["status"].isin(catalog.HAS_AUDIO) & seen["source"].isin(complete)]
     return sorted(set(rows["key"]) - present)
 
 
@@ -166,15 +190,16 @@ def _fresh_rejections(seen, rejected: list[dict], candidates: set[str]) -> list[
 
 def _record_discovery(store: Store, known, rejected: list[dict], candidates: set[str],
                        gone: list[str], run_id: str) -> int:
-    """Record fresh rejections and conflicting keys gone from their source, and settle the
-    conflicts that leaves; the number of rejections recorded."""
+    """Record fresh rejections and keys gone from their source, and settle the labels
+    that leaves; the number of rejections recorded."""
     written: list[dict] = []
 
     def change(table):
         written[:] = _fresh_rejections(table, rejected, candidates)
-        removed = table["key"].isin(gone) & (table["status"] == catalog.CONFLICT)
+        removed = table["key"].isin(gone) & table["status"].isin(catalog.HAS_AUDIO)
+        table.loc[removed, "reason"] = [
+            f"removed from its source while {status}" for status in table.loc[removed, "status"]]
         table.loc[removed, ["status", "run_id"]] = [catalog.REMOVED, run_id]
-        table.loc[removed, "reason"] = "removed from its source while in label conflict"
         merged = catalog.merge_records(table, written)
         settled = catalog.settle_labels(merged)
         return merged if written or removed.any() or settled else None
@@ -183,8 +208,7 @@ def _record_discovery(store: Store, known, rejected: list[dict], candidates: set
     for record in written:
         log.warning("rejected %s: %s", record["key"], record["reason"])
     for key in gone:
-        log.warning("removed %s: no longer at its source; its label conflict is re-evaluated",
-                    key)
+        log.warning("removed %s: no longer at its source; it leaves training", key)
     return len(written)
 
 
@@ -194,7 +218,10 @@ def _record(ref: TrackRef, run_id: str, **fields) -> dict:
         key=ref.key, source=ref.source, source_id=ref.source_id, genre=ref.genre,
         name=ref.name, n_segments=0, first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
         run_id=run_id, **{k: str(ref.meta.get(k) or "") for k in catalog.TRACK_META},
+        source_stamp=str(ref.meta.get("stamp") or ""),
     )
+    if ref.meta.get("replaces"):
+        record["reason"] = f"new content at its source; replaces audio {ref.meta['replaces']}"
     record.update(fields)
     return record
 
@@ -222,14 +249,16 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
     started = time.monotonic()
     store = open_store(settings.store)
     known = catalog.read_catalog(store)
-    audio_known = known[known["status"].isin((catalog.OK, catalog.CONFLICT))]
+    refs = {ref.key: ref for ref in map(TrackRef.from_dict, batch)}
+    audio_known = known[known["status"].isin((catalog.OK, catalog.CONFLICT))
+                        & ~known["key"].isin(refs)]  # a changed key is no copy of itself
     first_with_sha: dict[str, str] = dict(zip(audio_known["sha256"], audio_known["key"],
                                               strict=True))
     sources = make_sources(settings, sorted({r["source"] for r in batch}))
-    refs = {ref.key: ref for ref in map(TrackRef.from_dict, batch)}
     records: dict[str, dict] = {}
     in_flight: dict[str, bytes] = {}
     reused: list[str] = []
+    waiting: list[str] = []
 
     def fetched():
         for key, ref in refs.items():
@@ -238,6 +267,10 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
             except FetchError as exc:
                 records[key] = _record(ref, run_id, status=catalog.FAILED, reason=str(exc))
                 log.warning("failed %s: %s", key, exc)
+                continue
+            except Unsettled as exc:
+                waiting.append(key)
+                log.warning("waiting %s", exc)  # "<file>: changed since discovery ..."
                 continue
             sha = hashlib.sha256(data).hexdigest()
             records[key] = _record(ref, run_id, sha256=sha, track_id=sha[:16])
@@ -277,9 +310,10 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
     statuses = [r["status"] for r in records.values()]
     log.info(
         "extract batch: %d tracks in, %d extracted, %d reused from an earlier try: %d ok, "
-        "%d failed, %d duplicate, %d segments, %.1f s",
+        "%d failed, %d duplicate, %d still changing (left for the next run), %d segments, "
+        "%.1f s",
         len(refs), extracted, len(reused), statuses.count(catalog.OK),
-        statuses.count(catalog.FAILED), statuses.count(catalog.DUPLICATE),
+        statuses.count(catalog.FAILED), statuses.count(catalog.DUPLICATE), len(waiting),
         sum(r["n_segments"] for r in records.values()), time.monotonic() - started,
     )
     return list(records.values())

@@ -91,7 +91,8 @@ def publish(
 
     store = open_store(settings.store)
     report_files = dict(metrics.get("report_files") or {}) | dict(figures or {})
-    reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE}
+    reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE,
+                registry.TRACKS_FILE}
     clashing = sorted(reserved & set(report_files))
     if clashing:
         raise registry.RegistryError(f"report files may not be named {clashing}")
@@ -99,6 +100,8 @@ def publish(
     files = {name: store.read_bytes(key) for name, key in report_files.items()}
     files[registry.MODEL_FILE] = store.read_bytes(trained["model_key"])
     files[registry.METRICS_FILE] = registry.json_bytes(metrics)
+    if trained.get("tracks_key"):  # absent from a run trained before records were kept
+        files[registry.TRACKS_FILE] = store.read_bytes(trained["tracks_key"])
     manifest = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,

@@ -66,12 +66,18 @@ def check(
     ``previous_key``: snapshot to measure drift against; default the champion's.
     """
     from genreflow.catalog import conflicts, read_catalog
-    from genreflow.checks import load_policy, raise_on_failures, run_checks
+    from genreflow.checks import load_policy, raise_on_failures, run_checks, validation_overlap
+    from genreflow.dataset import REBUILD_HINT
     from genreflow.storage import KeyNotFound
 
     store = open_store(settings.store)
     table = store.read_frame(snapshot["snapshot_key"])
-    check_valid(settings, table)
+    valid = check_valid(settings, table)
+    known = read_catalog(store)
+    overlap = validation_overlap(valid, table, known)
+    if not overlap["checked"]:
+        log.warning("valid.csv %s has no audio_sha256 column, so its songs cannot be looked "
+                    "for in the training data; %s", settings.valid_csv, REBUILD_HINT)
     previous_key = previous_key or previous_snapshot_key(settings, snapshot)
     previous = None
     if previous_key:
@@ -80,7 +86,8 @@ def check(
         except KeyNotFound:
             log.warning("previous snapshot %s is gone; no drift check", previous_key)
     report = run_checks(table, settings.genres, load_policy(settings.home / CHECKS_POLICY),
-                        previous, label_conflicts=conflicts(read_catalog(store)))
+                        previous, label_conflicts=conflicts(known),
+                        validation_overlap=overlap)
     report["previous_snapshot_key"] = previous_key if previous is not None else None
     key = f"{run_dir(run_id)}/{CHECKS_FILE}"
     store.write_json(key, report)
@@ -90,7 +97,9 @@ def check(
 
 
 def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
-    """Choose the configuration by grouped CV (training data only, bounded), fit it on all."""
+    """Choose the configuration by grouped CV (training data only, bounded), fit it on all;
+    record the training tracks with their licences as the catalog has them now."""
+    from genreflow.attribution import record_bytes
     from genreflow.model import candidates, fit_model
     from genreflow.selection import select
 
@@ -101,11 +110,14 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
     model = fit_model(table, candidates()[name])
     key = f"{run_dir(run_id)}/{registry.MODEL_FILE}"
     store.write_bytes(key, registry.dump_model(model))
+    tracks_key = f"{run_dir(run_id)}/{registry.TRACKS_FILE}"  # for `genreflow licences`
+    store.write_bytes(tracks_key, record_bytes(store, table["track_id"].unique()))
     log.info("trained %s in %.1f s -> %s", name, time.monotonic() - started,
              store.location(key))
     chosen = selection["candidates"][selection["chosen"]] if selection["candidates"] else {}
     return {
-        "model_key": key, "run_dir": run_dir(run_id), "snapshot_key": snapshot["snapshot_key"],
+        "model_key": key, "tracks_key": tracks_key, "run_dir": run_dir(run_id),
+        "snapshot_key": snapshot["snapshot_key"],
         "model_name": name,
         "config": {"steps": {step: str(obj) for step, obj in model.steps},
                    "selection": selection},
@@ -138,9 +150,9 @@ def read_valid(settings: Settings):
     return read_valid_table(data, settings.genres, settings.valid_csv), registry.sha256_hex(data)
 
 
-def check_valid(settings: Settings, training) -> None:
-    """valid.csv is usable with a model trained on ``training``: readable, this code's
-    features, 2+ genres, and every one of its genres has training tracks."""
+def check_valid(settings: Settings, training):
+    """valid.csv, checked usable with a model trained on ``training``: readable, this
+    code's features, 2+ genres, and every one of its genres has training tracks."""
     from genreflow.dataset import TableError
 
     valid, _ = read_valid(settings)
@@ -150,6 +162,7 @@ def check_valid(settings: Settings, training) -> None:
                          "in this snapshot, so the model could not score them")
     log.info("valid.csv %s: %d songs of %d genres, features match this code",
              settings.valid_csv, valid["track_id"].nunique(), valid["genre"].nunique())
+    return valid
 
 
 def umap_figure(model, table) -> bytes:
