@@ -206,6 +206,15 @@ def switch(title: str, section: str, description: str) -> Param:
             "wait for the next run (the discover log says how many). 0 takes none and "
             "retrains on what the catalog has. Default 500.",
         ),
+        "max_upgrade_tracks": Param(
+            1000, type="integer", minimum=0, maximum=100_000, title="Max tracks to upgrade",
+            section=INTAKE,
+            description="Catalogued tracks that lack a feature set of include/genreflow.toml "
+            "(a set just added, or a lost features file) get it from their kept raw audio, "
+            "at most this many per run; the rest wait for the next runs (the discover log "
+            "says how many are left). A track enters training once it has every set. "
+            "Default 1000.",
+        ),
         "batch_size": Param(
             25, type="integer", minimum=1, maximum=1_000, title="Tracks per extract task",
             section=INTAKE,
@@ -250,11 +259,11 @@ def genre_retrain():
         settings, params, run_id = run_context()
         return ingest.discover(
             settings, list(params["sources"]), params["max_new_tracks"], params["batch_size"],
-            params["retry_failed"], run_id,
+            params["retry_failed"], run_id, params["max_upgrade_tracks"],
         )
 
     @step("extract", doc_md="""Fetches each track of one batch, keeps its raw audio in
-        `raw/` and its 311 features per 3-s segment in `features/` (one task per batch;
+        `raw/` and its feature sets per 3-s segment in `features/` (one task per batch;
         the map index label says how many tracks).
 
         Log: a progress line every 10 tracks, one line per track that cannot be used

@@ -240,23 +240,26 @@ def store_uri(request, tmp_path) -> str:
 
 
 def segment_table(genres=TEST_GENRES, tracks: int = 4, segments: int = 5, seed: int = 0,
-                  shift: dict[int, float] | None = None, prefix: str = "t"):
-    """A segment table of standard-normal features; ``shift`` = {feature index: step},
-    added to that feature times the genre's position, makes it differ by genre."""
+                  shift: dict[int, float] | None = None, prefix: str = "t",
+                  sets=("librosa",)):
+    """A segment table of standard-normal features of ``sets``; ``shift`` = {column
+    index: step}, added to that column times the genre's position, makes it differ by
+    genre."""
     import numpy as np
     import pandas as pd
 
     from genreflow.dataset import track_frame
-    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.features.sets import columns, resolve
 
+    n_columns = len(columns(resolve(sets)))
     rng = np.random.default_rng(seed)
     frames = []
     for g, genre in enumerate(genres):
         for t in range(tracks):
-            X = rng.standard_normal((segments, len(FEATURE_NAMES)))
+            X = rng.standard_normal((segments, n_columns))
             for column, step in (shift or {}).items():
                 X[:, column] += step * g
-            frames.append(track_frame(f"{prefix}{genre}{t}", genre, X))
+            frames.append(track_frame(f"{prefix}{genre}{t}", genre, X, sets))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -13,7 +13,7 @@ from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
 from genreflow import catalog, extraction
 from genreflow.config import Settings
-from genreflow.dataset import write_valid_table
+from genreflow.dataset import FEATURE_FINGERPRINT, write_valid_table
 from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.inbox import InboxSource
@@ -58,8 +58,8 @@ def extractions(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = extraction.extract_many
 
-    def spy(jobs, workers=1):
-        return real(((seen.append(key) or key, data) for key, data in jobs), workers)
+    def spy(jobs, workers=1, sets=("librosa",)):
+        return real(((seen.append(key) or key, data) for key, data in jobs), workers, sets)
 
     monkeypatch.setattr(extraction, "extract_many", spy)
     return seen
@@ -83,7 +83,7 @@ def test_second_pass_finds_nothing_new_and_does_no_work(tmp_path, short_clips, e
     assert stored(settings) == before  # catalog, raw, features and snapshot untouched
     assert "discover: 3 candidates, 3 already in the catalog, 0 new, 0 taken (cap 100), " \
            "1 rejected (0 newly recorded in the catalog)" in caplog.text
-    assert "already exists: reused" in caplog.text
+    assert "already exists and matches its record: reused" in caplog.text
 
 
 def test_failed_tracks_are_retried_only_when_asked(tmp_path, short_clips, extractions):
@@ -155,6 +155,8 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
     odd = pd.concat([built[built["genre"] == "classical"],
                      built[built["track_id"] == classical["track_id"]]])
     store.write_frame("snapshots/odd.parquet", odd)
+    store.write_json("snapshots/odd.json", {"feature_sets": FEATURE_FINGERPRINT,
+                                            "digests": ingest.row_digests(built)})
     assert rebuild(snapshot_key="snapshots/odd.parquet") == sorted(
         table.loc[["inbox:classical/classical_000.wav", "inbox:metal/metal_000.wav"],
                   "features_key"])
@@ -199,8 +201,8 @@ def test_extract_batch_fetches_lazily(tmp_path, short_clips, monkeypatch):
         fetched.append(ref.key)
         return real_fetch(self, ref)
 
-    def extract_many(jobs, workers=1):
-        for result in real_extract(jobs, workers):
+    def extract_many(jobs, workers=1, sets=("librosa",)):
+        for result in real_extract(jobs, workers, sets):
             fetched_at_result.append(len(fetched))
             yield result
 

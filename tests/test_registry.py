@@ -318,7 +318,7 @@ def test_gate_compares_on_the_same_valid_csv(settings, models):
     assert not worse["promote"] and worse["champion"] == champion
     assert "worse" in worse["reason"] and "recorded" in worse["reason"]
     assert decide(0.86)["promote"] and decide(0.84, force=True)["promote"]
-    valid, valid_sha = read_valid(settings)
+    valid, valid_sha = read_valid(settings, ["librosa"])
     rescored = decide(0.0, sha=valid_sha)
     expected = evaluate(models[0], valid)["roc_auc_ovo"]
     assert rescored["champion_roc_auc_ovo"] == expected and "re-scored" in rescored["reason"]
@@ -337,7 +337,7 @@ def test_release_publish_copies_report_files(settings, models):
     snapshot = {"snapshot_key": "snapshots/s.parquet", "fingerprint": "f", "n_tracks": 12}
     trained = {"model_key": "runs/r1/model.skops", "config": {"steps": {}, "selection": {}},
                "model_name": "tiny", "cv_roc_auc_ovo": 0.95, "cv_roc_auc_ovo_std": 0.02,
-               "n_training_segments": 36, "synthetic_demo": False,
+               "feature_sets": ["librosa-v1"], "n_training_segments": 36, "synthetic_demo": False,
                "classes": list(GENRES), "training_counts": {}}
     decision = release.gate(settings, metrics, 0.01, False)
     result = release.publish(settings, snapshot, trained, metrics, decision, "manual__r1")

@@ -94,7 +94,7 @@ CASES = {  # case -> (valid.csv written by it, or None for no file; the reason i
     "no-fingerprint": (lambda path: valid_table().to_csv(path, index=False),
                        f"no {VERSION_COLUMN} column"),
     "other-feature-version": (lambda path: shifted(valid_table()).to_csv(path, index=False),
-                              re.escape("made with features ['v0-0123456789ab']")),
+                              re.escape("made with features v0-0123456789ab, the model needs v1-")),
     "genre-not-in-training": (lambda path: write_valid_table(valid_table(GENRES), path),
                               r"genre\(s\) \['electronic'\] have no training tracks"),
     "missing-file": (None, "valid.csv not found"),

@@ -23,7 +23,7 @@ import numpy as np
 
 from genreflow.dataset import check_table
 from genreflow.errors import PermanentError
-from genreflow.features.names import FEATURE_NAMES
+from genreflow.features.sets import columns, present_in
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _anova(groups: list[np.ndarray], policy: CheckPolicy, rng) -> dict:
+def _anova(groups: list[np.ndarray], names: list[str], policy: CheckPolicy, rng) -> dict:
     """One-way ANOVA beside its assumption tests and their pass rates (share of features)."""
     from scipy.stats import bartlett, f_oneway, levene, shapiro
 
@@ -149,7 +149,7 @@ def _anova(groups: list[np.ndarray], policy: CheckPolicy, rng) -> dict:
         "bartlett_pass_share": float(np.mean(bartlett_p >= policy.alpha)),
         "assumptions_hold_share": float((normal & equal_var).mean()),
         "shapiro_max_rows_per_genre": policy.shapiro_max_rows,
-        "F": {n: _finite(v) for n, v in zip(FEATURE_NAMES, f, strict=True)},
+        "F": {n: _finite(v) for n, v in zip(names, f, strict=True)},
     }
 
 
@@ -177,9 +177,10 @@ def drift(previous, current, policy: CheckPolicy) -> dict:
 
     new = current[~current["track_id"].isin(set(previous["track_id"]))]
     compared = new if len(new) else current
+    names = columns([s for s in present_in(current.columns) if s in present_in(previous.columns)])
     with np.errstate(all="ignore"):
-        result = ks_2samp(previous[FEATURE_NAMES].to_numpy(np.float64),
-                          compared[FEATURE_NAMES].to_numpy(np.float64), axis=0)
+        result = ks_2samp(previous[names].to_numpy(np.float64),
+                          compared[names].to_numpy(np.float64), axis=0)
     adjusted = adjust_p(result.pvalue, policy.correction)
     drifted = adjusted < policy.alpha
     order = np.argsort(-np.nan_to_num(result.statistic))
@@ -188,9 +189,9 @@ def drift(previous, current, policy: CheckPolicy) -> dict:
         "n_previous_segments": int(len(previous)),
         "n_compared_segments": int(len(compared)),
         "drifted_share": float(drifted.mean()),
-        "drifted_features": [FEATURE_NAMES[i] for i in order if drifted[i]],
+        "drifted_features": [names[i] for i in order if drifted[i]],
         "ks": {n: {"D": _finite(d), "p_adj": _finite(pa)} for n, d, pa in
-               zip(FEATURE_NAMES, result.statistic, adjusted, strict=True)},
+               zip(names, result.statistic, adjusted, strict=True)},
     }
 
 
@@ -238,21 +239,25 @@ def run_checks(
     ``label_conflicts``: the catalog's rows in conflict (:func:`genreflow.catalog.conflicts`),
     reported as they are (they are not in ``table``). ``validation_overlap``: from
     :func:`validation_overlap`; None when valid.csv was not compared."""
-    check_table(table, genres, "training snapshot")
-    X = table[FEATURE_NAMES].to_numpy(np.float64)
+    sets = present_in(table.columns)
+    names = columns(sets)
+    check_table(table, genres, "training snapshot", [s.name for s in sets])
+    X = table[names].to_numpy(np.float64)
     genre = table["genre"].astype(str).to_numpy()
     present = sorted(set(genre))
     codes = np.searchsorted(present, genre)
     tracks = table.groupby("genre")["track_id"].nunique().reindex(genres, fill_value=0)
     segments = table["genre"].value_counts().reindex(genres, fill_value=0)
-    duplicates = int(table.duplicated(subset=FEATURE_NAMES).sum())
+    duplicates = int(table.duplicated(subset=names).sum())
 
     h, p = kruskal_columns(X, codes)
     p_adj = adjust_p(p, policy.correction)
-    top = [FEATURE_NAMES[i] for i in np.argsort(-h)[: policy.top_features]]
+    top = [names[i] for i in np.argsort(-h)[: policy.top_features]]
     groups = [X[codes == c] for c in range(len(present))]
     report = {
         "policy": {f.name: getattr(policy, f.name) for f in fields(CheckPolicy)},
+        "feature_sets": [s.id for s in sets],
+        "n_features": len(names),
         "n_segments": int(len(table)),
         "n_tracks": int(table["track_id"].nunique()),
         "tracks_per_genre": {g: int(n) for g, n in tracks.items()},
@@ -265,9 +270,10 @@ def run_checks(
             "significant_share": float(np.mean(p_adj < policy.alpha)),
             "top_features": top,
             "per_feature": {n: {"H": float(hv), "p": float(pv), "p_adj": _finite(pa)}
-                            for n, hv, pv, pa in zip(FEATURE_NAMES, h, p, p_adj, strict=True)},
+                            for n, hv, pv, pa in zip(names, h, p, p_adj, strict=True)},
         },
-        "anova": _anova(groups, policy, np.random.default_rng(seed)) if len(groups) > 1 else None,
+        "anova": (_anova(groups, names, policy, np.random.default_rng(seed))
+                  if len(groups) > 1 else None),
         "confidence_intervals": confidence_intervals(table, top),
         "drift": drift(previous, table, policy) if previous is not None else None,
         "label_conflicts": list(label_conflicts),
@@ -305,7 +311,7 @@ def summary(report: dict) -> str:
     lines = [
         f"checks: {report['n_tracks']} tracks, {report['n_segments']} segments; imbalance "
         f"{report['imbalance_ratio']:.2f}x; {report['duplicate_segments']} duplicate segment(s)",
-        f"  Kruskal-Wallis: {kw['significant_share']:.0%} of {len(FEATURE_NAMES)} features "
+        f"  Kruskal-Wallis: {kw['significant_share']:.0%} of {report['n_features']} features "
         f"differ by genre ({kw['correction']}-adjusted); top: {', '.join(kw['top_features'][:5])}",
     ]
     if anova:

@@ -34,10 +34,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     inbox, valid_audio, valid_csv = demo / "inbox", demo / "valid-audio", demo / "valid.csv"
     if not inbox.is_dir():
         write_corpus(inbox, settings.genres, args.tracks, seed=DEMO_TRAIN_SEED)
-    if not valid_csv.is_file() or not is_current_valid_table(valid_csv):
+    if not valid_csv.is_file() or not is_current_valid_table(valid_csv, settings.feature_sets):
         write_corpus(valid_audio, settings.genres, args.valid_tracks, seed=DEMO_VALID_SEED,
                      prefix="valid_")
-        build_valid_csv(valid_audio, valid_csv, settings.genres, settings.workers)
+        build_valid_csv(valid_audio, valid_csv, settings.genres, settings.workers,
+                        settings.feature_sets)
     print(f"demo inbox: {inbox}\ndemo valid.csv: {valid_csv}")
     return 0
 
@@ -55,7 +56,9 @@ def check_output_file(dest: Path) -> None:
         raise BadArgument(f"{dest}: {parent} is a file, not a folder")
 
 
-def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
+def build_valid_csv(folder: Path, dest: Path, genres, workers: int,
+                    sets=("librosa",)) -> None:
+    """valid.csv of labelled audio with every feature set the pipeline computes."""
     from genreflow.dataset import (
         build_table,
         check_table,
@@ -71,10 +74,10 @@ def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
     unknown = sorted({genre for _, genre, _ in items} - set(genres))
     if unknown:
         raise BadArgument(f"{folder}: unknown genre folder(s) {unknown}; configured: {genres}")
-    table, failures = build_table(items, workers)
+    table, failures = build_table(items, workers, sets)
     table = with_audio_hashes(table, items)
-    check_table(table, genres, str(dest))
-    write_valid_table(table, dest)
+    check_table(table, genres, str(dest), sets)
+    write_valid_table(table, dest, sets)
     print(f"wrote {dest}: {table['track_id'].nunique()} tracks, {len(table)} segments, "
           f"{len(failures)} failed")
     for failure in failures:
@@ -84,7 +87,7 @@ def build_valid_csv(folder: Path, dest: Path, genres, workers: int) -> None:
 def cmd_valid_table(args: argparse.Namespace) -> int:
     settings = load_settings()
     build_valid_csv(Path(args.folder), Path(args.output), settings.genres, args.workers
-                    or settings.workers)
+                    or settings.workers, settings.feature_sets)
     return 0
 
 
@@ -193,18 +196,16 @@ def cached_model(store, version: str | None):
     return version, manifest, registry.load_model_bytes(data)
 
 
-def predict_file(model, path: Path) -> dict:
+def predict_file(model, manifest: dict, path: Path) -> dict:
     """Song genre by the soft vote evaluation.py validates (mean segment probabilities),
-    with the probability of every genre, largest first."""
+    with the probability of every genre, largest first; the features are exactly the
+    sets the model's manifest records."""
     import numpy as np
-    import pandas as pd
 
     from genreflow.evaluation import song_genres, song_probabilities
-    from genreflow.extraction import extract_audio_features
-    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.extraction import model_input
 
-    features = pd.DataFrame(extract_audio_features(path, str(path)), columns=FEATURE_NAMES)
-    proba = model.predict_proba(features)
+    proba = model.predict_proba(model_input(path, str(path), manifest))
     song = song_probabilities(np.zeros(len(proba)), proba, model.classes_)
     ranked = song.iloc[0].sort_values(ascending=False, kind="stable")
     return {
@@ -215,12 +216,12 @@ def predict_file(model, path: Path) -> dict:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from genreflow.audio import AudioError
-    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.features.sets import manifest_sets
 
     store = _store(args)
     version, manifest, model = cached_model(store, args.version)
-    if manifest.get("feature_names", FEATURE_NAMES) != FEATURE_NAMES:
-        raise registry.RegistryError(f"model {version} expects other features than this code")
+    log.info("model %s needs feature sets %s", version,
+             ", ".join(s.id for s in manifest_sets(manifest)))
     if manifest.get("synthetic_demo"):
         log.warning("model %s was trained on the synthetic demo corpus (`genreflow demo`): "
                     "its genres say nothing about real music; train on real audio first",
@@ -228,7 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for name in args.files:
         try:
-            result = predict_file(model, Path(name))
+            result = predict_file(model, manifest, Path(name))
         except (AudioError, OSError) as exc:
             failed += 1
             result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}

@@ -124,6 +124,7 @@ class Settings:
     valid_csv: str
     genres: tuple[str, ...]
     playlists: dict[str, list[str]] = field(default_factory=dict)
+    feature_sets: tuple[str, ...] = ("librosa",)
     workers: int = 1
     inbox_min_age: float = 0.0
     spotify_api_prefix: str = ""
@@ -149,6 +150,13 @@ def read_project_config(path: Path) -> dict:
         raise ConfigError(f"{path}: 'genres' must be a non-empty list of names")
     if len(set(genres)) != len(genres):
         raise ConfigError(f"{path}: 'genres' has duplicates: {genres}")
+    from genreflow.features.sets import DEFAULT_SETS, UnknownFeatureSet, resolve
+
+    try:
+        config["feature_sets"] = tuple(s.name for s in resolve(
+            config.get("feature_sets", DEFAULT_SETS)))
+    except UnknownFeatureSet as exc:
+        raise ConfigError(f"{path}: 'feature_sets': {exc}") from exc
     return config
 
 
@@ -189,6 +197,7 @@ def load_settings(**overrides: str | int | None) -> Settings:
         home=home,
         genres=tuple(config["genres"]),
         playlists=dict(config.get("spotify", {}).get("playlists", {})),
+        feature_sets=config["feature_sets"],
         **locations,
         workers=max(1, _whole_number(f"workers ({ENV_WORKERS})", values["workers"])),
         inbox_min_age=_seconds(ENV_INBOX_MIN_AGE, os.environ.get(ENV_INBOX_MIN_AGE, "0")),

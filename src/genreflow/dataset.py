@@ -9,6 +9,7 @@ same names computed by another extractor version would otherwise be scored silen
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Iterable, Sequence

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from genreflow.model import candidates, small_data_params
+from genreflow.model import candidates, small_data_params, usable
 from genreflow.parallel import allow_child_processes
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,12 @@ def select(table, workers: int = 1, names: list[str] | None = None,
     """(chosen candidate name, record of the search) by GridSearchCV on ``table``."""
     from threadpoolctl import threadpool_limits
 
-    names = list(candidates()) if names is None else names
+    from genreflow.features.sets import present_in
+
+    available = {s.name for s in present_in(table.columns)}
+    names = usable(list(candidates()) if names is None else names, available)
+    if not names:
+        raise ValueError(f"no candidate uses only the table's feature sets {sorted(available)}")
     sample = track_sample(table, max_rows)
     splits = cv_splits(sample)
     record = {"rule": "one standard error toward the first candidate", "n_splits": len(splits),
@@ -96,8 +101,9 @@ def select(table, workers: int = 1, names: list[str] | None = None,
     X, y = sample, sample["genre"].astype(str).to_numpy()
     smallest = min((y[train] for train, _ in splits),
                    key=lambda v: np.unique(v, return_counts=True)[1].min())
-    log.info("model selection: %d candidates x %d grouped folds on %d segments of %d tracks",
-             len(names), len(splits), len(sample), record["n_tracks"])
+    log.info("model selection: %d candidates (those using the feature sets %s) x %d grouped "
+             "folds on %d segments of %d tracks", len(names), ", ".join(sorted(available)),
+             len(splits), len(sample), record["n_tracks"])
     started = time.perf_counter()
     means, stds = [], []
     for number, name in enumerate(names, start=1):  # one search each: a progress line each

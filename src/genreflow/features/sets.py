@@ -115,3 +115,9 @@ def manifest_sets(manifest: dict) -> list[FeatureSet]:
             raise UnknownFeatureSet("the model expects other features than this code computes")
         return resolve(DEFAULT_SETS)
     return resolve(recorded)
+
+
+def present_in(table_columns) -> list[FeatureSet]:
+    """The sets all of whose columns a table has, in canonical order."""
+    have = set(table_columns)
+    return [s for s in SETS.values() if set(s.columns) <= have]

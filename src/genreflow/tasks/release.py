@@ -66,8 +66,10 @@ def _champion_score(
 
     if manifest.get("valid_sha256") == valid_sha256:
         return manifest["metrics"]["roc_auc_ovo"], "recorded on the same valid.csv"
+    from genreflow.features.sets import ids, manifest_sets
+
     model, _ = registry.load_model(store, champion)
-    valid, _ = read_valid(settings)
+    valid, _ = read_valid(settings, ids(manifest_sets(manifest)))
     return evaluate(model, valid)["roc_auc_ovo"], "re-scored on today's valid.csv"
 
 
@@ -87,7 +89,7 @@ def publish(
 ) -> dict:
     """Store the version (always) and move latest only when the gate promoted it.
     ``figures``: {file name: store key} drawn after validate (none when skipped)."""
-    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.features.sets import resolve
 
     store = open_store(settings.store)
     report_files = dict(metrics.get("report_files") or {}) | dict(figures or {})
@@ -106,7 +108,8 @@ def publish(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
         "genres": trained["classes"],
-        "feature_names": FEATURE_NAMES,
+        "feature_sets": trained["feature_sets"],
+        "feature_fingerprints": [s.fingerprint for s in resolve(trained["feature_sets"])],
         "model_name": trained["model_name"],
         "model_config": trained["config"],
         "cv_roc_auc_ovo": trained["cv_roc_auc_ovo"],

@@ -100,7 +100,7 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
     """Choose the configuration by grouped CV (training data only, bounded), fit it on all;
     record the training tracks with their licences as the catalog has them now."""
     from genreflow.attribution import record_bytes
-    from genreflow.model import candidates, fit_model
+    from genreflow.model import candidates, fit_model, needed_sets
     from genreflow.selection import select
 
     started = time.monotonic()
@@ -119,6 +119,7 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
         "model_key": key, "tracks_key": tracks_key, "run_dir": run_dir(run_id),
         "snapshot_key": snapshot["snapshot_key"],
         "model_name": name,
+        "feature_sets": needed_sets(model),
         "config": {"steps": {step: str(obj) for step, obj in model.steps},
                    "selection": selection},
         "cv_roc_auc_ovo": chosen.get("roc_auc_ovo"),
@@ -137,8 +138,9 @@ def is_demo_inbox(settings: Settings) -> bool:
     return "://" not in inbox and Path(inbox).resolve() == (settings.demo_dir / "inbox").resolve()
 
 
-def read_valid(settings: Settings):
-    """(table, sha256) of valid.csv; a missing or broken table fails here with the reason."""
+def read_valid(settings: Settings, sets):
+    """(table, sha256) of valid.csv with the feature ``sets``; a missing or broken table
+    (or one without those sets, or of another version) fails here with the reason."""
     from genreflow.dataset import TableError, read_valid_table
     from genreflow.storage import KeyNotFound
 
@@ -147,15 +149,17 @@ def read_valid(settings: Settings):
         data = valid_store.read_bytes(valid_name)
     except KeyNotFound as exc:
         raise TableError(f"valid.csv not found: {exc}") from exc
-    return read_valid_table(data, settings.genres, settings.valid_csv), registry.sha256_hex(data)
+    return (read_valid_table(data, settings.genres, settings.valid_csv, sets),
+            registry.sha256_hex(data))
 
 
 def check_valid(settings: Settings, training):
     """valid.csv, checked usable with a model trained on ``training``: readable, this
     code's features, 2+ genres, and every one of its genres has training tracks."""
     from genreflow.dataset import TableError
+    from genreflow.features.sets import present_in
 
-    valid, _ = read_valid(settings)
+    valid, _ = read_valid(settings, [s.name for s in present_in(training.columns)])
     untrained = sorted(set(valid["genre"]) - set(training["genre"].astype(str)))
     if untrained:
         raise TableError(f"{settings.valid_csv}: genre(s) {untrained} have no training tracks "
@@ -173,11 +177,11 @@ def umap_figure(model, table) -> bytes:
     gets clusters of the same kind (ClusterFeature defaults) fitted for the figure only.
     """
     from genreflow.cluster import ClusterFeature
-    from genreflow.features.names import FEATURE_NAMES
+    from genreflow.model import input_frame
     from genreflow.plots import umap_png
 
     before_smote = [name for name, _ in model.steps].index("smote")  # then cluster
-    X = model[:before_smote].transform(table[FEATURE_NAMES])
+    X = model[:before_smote].transform(input_frame(model, table))
     cluster = model.named_steps["cluster"]
     if cluster == "passthrough":
         cluster = ClusterFeature().fit(X)
@@ -208,7 +212,7 @@ def validate(settings: Settings, trained: dict) -> dict:
     from genreflow.plots import confusion_matrix_png
 
     store = open_store(settings.store)
-    valid, valid_sha = read_valid(settings)
+    valid, valid_sha = read_valid(settings, trained["feature_sets"])
     log.info("scoring %s on %d songs of valid.csv", trained["model_name"],
              valid["track_id"].nunique())
     model = registry.load_model_bytes(store.read_bytes(trained["model_key"]))
