@@ -17,6 +17,9 @@ USER airflow
 # pins apache-airflow==3.3.2 too, so pip keeps the image's Airflow instead of moving it.
 COPY --chown=airflow:0 requirements.txt /opt/genreflow/requirements.txt
 RUN pip install --no-cache-dir -r /opt/genreflow/requirements.txt
+# musicnn's wheel for its pretrained weights only (its declared deps do not exist for 3.11)
+COPY --chown=airflow:0 requirements-weights.txt /opt/genreflow/requirements-weights.txt
+RUN pip install --no-cache-dir --no-deps -r /opt/genreflow/requirements-weights.txt
 
 # The library itself; --no-deps because requirements.txt already resolved everything.
 COPY --chown=airflow:0 pyproject.toml /opt/genreflow/pyproject.toml

