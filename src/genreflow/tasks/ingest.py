@@ -621,13 +621,14 @@ def _read_track(store: Store, track_id: str, sets):
     """One track's rows with every set's columns, from its features files."""
     frames = [with_retries(f"read {k}", lambda k=k: store.read_frame(k))
               for k in (features_key(s.id, track_id) for s in sets)]
-    first = frames[0]
+    import pandas as pd
+
     for frame, feature_set in zip(frames[1:], sets[1:], strict=True):
-        if not frame["segment"].equals(first["segment"]):
+        if not frame["segment"].equals(frames[0]["segment"]):
             raise PermanentStoreError(f"features of {track_id}: {feature_set.id} has other "
                                       f"segments than {sets[0].id}")
-        first = first.assign(**{c: frame[c].to_numpy() for c in feature_set.columns})
-    return first
+    return pd.concat([frames[0]] + [f[s.columns] for f, s in zip(frames[1:], sets[1:],
+                                                                  strict=True)], axis=1)
 
 
 def _build_snapshot(store: Store, ok, sets):
