@@ -257,6 +257,7 @@ def version_summaries(store: Store, only: str | None = None) -> list[dict]:
             "n_training_tracks": manifest.get("n_training_tracks"),
             "n_training_segments": manifest.get("n_training_segments"),
             "model_name": manifest.get("model_name"),
+            "feature_sets": manifest.get("feature_sets") or ["librosa-v1"],
             "cv_roc_auc_ovo": manifest.get("cv_roc_auc_ovo"),
             "cv_roc_auc_ovo_std": manifest.get("cv_roc_auc_ovo_std"),
             "synthetic_demo": bool(manifest.get("synthetic_demo")),
