@@ -1,4 +1,5 @@
-"""Reference vs production feature extraction: per-core throughput, pool scaling, memory.
+"""Feature extraction cost: reference vs production librosa features, the musicnn
+embedding per 30 s of audio, per-core throughput, pool scaling, memory.
 
 Run: .venv/bin/python bench/bench_features.py [--clips-per-genre N]
 Uses real clips from ../shared/data (or $GENREFLOW_SHARED_DATA) when present, else
@@ -26,7 +27,9 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from genreflow.audio import SAMPLE_RATE, load_audio, split_segments  # noqa: E402
 from genreflow.extraction import extract_many  # noqa: E402
 from genreflow.features.fast import fast_features  # noqa: E402
+from genreflow.features.musicnn import load_tagger, musicnn_features  # noqa: E402
 from genreflow.features.reference import reference_features  # noqa: E402
+from genreflow.features.sets import SETS  # noqa: E402
 
 log = logging.getLogger("bench_features")
 
@@ -84,13 +87,25 @@ def main() -> None:
           f"({1e3 * fast_cpu / len(segments):.1f} ms/segment)")
     print(f"ratio per core: {fast_rate / ref_rate:.1f}x")
 
-    for workers in (1, 2):
-        start = time.perf_counter()
-        results = list(extract_many(iter(pool_jobs), workers=workers))
-        wall = time.perf_counter() - start
-        done = sum(r.shape[0] for _, r in results if isinstance(r, np.ndarray))
-        print(f"extract_many workers={workers}: {len(pool_jobs)} tracks, {wall:6.2f} s wall, "
-              f"{done * 3.0 / wall:7.1f} s audio / wall-s (incl. decoding, pool start-up)")
+    with threadpool_limits(limits=1):
+        load_tagger("MSD_musicnn")  # weights read once per process, not per track
+        embed_cpu = cpu_seconds(lambda s: musicnn_features(s, SAMPLE_RATE), segments)
+    per_30 = 30 / audio_s
+    print(f"musicnn   : {embed_cpu:7.2f} CPU-s  {audio_s / embed_cpu:8.1f} s audio / CPU-s  "
+          f"({1e3 * embed_cpu / len(segments):.1f} ms/segment)")
+    print(f"per 30 s of audio, one core: librosa {fast_cpu * per_30:.2f} CPU-s, musicnn "
+          f"{embed_cpu * per_30:.2f} CPU-s, both {(fast_cpu + embed_cpu) * per_30:.2f} CPU-s "
+          f"(musicnn / librosa {embed_cpu / fast_cpu:.2f}x)")
+
+    for sets in (("librosa",), tuple(SETS)):
+        for workers in (1, 2):
+            start = time.perf_counter()
+            results = list(extract_many(iter(pool_jobs), workers=workers, sets=sets))
+            wall = time.perf_counter() - start
+            done = sum(r.shape[0] for _, r in results if isinstance(r, np.ndarray))
+            print(f"extract_many {'+'.join(sets)} workers={workers}: {len(pool_jobs)} tracks, "
+                  f"{wall:6.2f} s wall, {done * 3.0 / wall:7.1f} s audio / wall-s (incl. "
+                  "decoding, pool start-up)")
 
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

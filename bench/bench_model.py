@@ -27,7 +27,7 @@ import pandas as pd
 
 from genreflow.evaluation import song_genres, song_probabilities, song_votes
 from genreflow.features.names import FEATURE_NAMES
-from genreflow.features.sets import SETS, resolve
+from genreflow.features.sets import SETS, columns, present_in, resolve
 from genreflow.model import candidates, fit_model, input_frame, variants
 from genreflow.selection import cv_splits, select, track_sample
 
@@ -74,7 +74,8 @@ def track_means(table: pd.DataFrame) -> pd.DataFrame:
 
 class Outcome:
     """Predictions of one fitted model on one test table, scorable on any resample of
-    its songs: segment ROC-AUC ovo, song accuracy by soft vote and by majority vote."""
+    its songs: segment ROC-AUC ovo, song accuracy by soft vote and by majority vote, and
+    song ROC-AUC ovo (on each song's mean segment probabilities)."""
 
     def __init__(self, model, test: pd.DataFrame):
         proba = model.predict_proba(input_frame(model, test))
@@ -91,21 +92,29 @@ class Outcome:
         codes = pd.Index(self.song_ids).get_indexer(self.songs)
         self.rows = [np.flatnonzero(codes == i) for i in range(len(self.song_ids))]
         self.soft_ok = (soft.loc[self.song_ids] == truth).to_numpy()
+        self.song_y = truth.to_numpy()
+        self.song_scores = np.array([self.scores[r].mean(axis=0) for r in self.rows])
         self.vote_ok = (votes.loc[self.song_ids] == truth).to_numpy()
 
     def metrics(self, songs: np.ndarray | None = None) -> np.ndarray:
-        """(auc, soft, majority) on the songs at positions ``songs`` (default: all)."""
+        """(auc, soft, majority, song auc) on the songs at positions ``songs`` (default:
+        all)."""
         from sklearn.metrics import roc_auc_score
 
         songs = np.arange(len(self.song_ids)) if songs is None else songs
         rows = np.concatenate([self.rows[i] for i in songs])
         y = self.y[rows]
+        complete = len(set(y)) == len(self.present)
         auc = (roc_auc_score(y, self.scores[rows], multi_class="ovo", labels=self.present)
-               if len(set(y)) == len(self.present) else np.nan)
-        return np.array([auc, self.soft_ok[songs].mean(), self.vote_ok[songs].mean()])
+               if complete else np.nan)
+        song_auc = (roc_auc_score(self.song_y[songs], self.song_scores[songs],
+                                  multi_class="ovo", labels=self.present)
+                    if complete else np.nan)
+        return np.array([auc, self.soft_ok[songs].mean(), self.vote_ok[songs].mean(),
+                         song_auc])
 
 
-METRICS = ("roc_auc_ovo", "song_acc_soft", "song_acc_majority")
+METRICS = ("roc_auc_ovo", "song_acc_soft", "song_acc_majority", "song_roc_auc_ovo")
 
 
 def cross_domain(train: pd.DataFrame, test: pd.DataFrame, names: list[str]) -> list[dict]:
@@ -161,15 +170,16 @@ def synthetic_rows(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     (power features stay positive: drawn in dB, as the model sees them)."""
     from genreflow.compression import POWER_FEATURES
 
+    names = columns(present_in(table.columns))
     rng = np.random.default_rng(seed)
     real = table.copy()
     power = list(POWER_FEATURES)
     real[power] = np.log10(np.maximum(real[power].to_numpy(), 1e-10))
-    stats = real.groupby("genre")[FEATURE_NAMES].agg(["mean", "std"])
+    stats = real.groupby("genre")[names].agg(["mean", "std"])
     genres = np.repeat(rng.choice(stats.index.to_numpy(), -(-n // 10)), 10)[:n]
     mean = stats.xs("mean", axis=1, level=1).loc[genres].to_numpy()
     std = stats.xs("std", axis=1, level=1).loc[genres].to_numpy()
-    frame = pd.DataFrame(mean + std * rng.standard_normal(mean.shape), columns=FEATURE_NAMES)
+    frame = pd.DataFrame(mean + std * rng.standard_normal(mean.shape), columns=names)
     frame[power] = 10.0 ** frame[power]
     ids = pd.DataFrame({"track_id": [f"t{i // 10}" for i in range(n)], "genre": genres})
     return pd.concat([ids, frame], axis=1)

@@ -5,15 +5,16 @@
     (the same with --workers 1 gives the one-worker extraction time for the ratio)
 
 Starts scripts/airflow-cluster.sh (CeleryExecutor, Postgres, Redis, moto S3) in
-bench/out, fills its bucket with last week's store: a catalog of --catalog ok tracks,
-a features file each (features drawn from the real clips' per-genre statistics,
-bench_model.synthetic_rows), their snapshot and snapshots/latest.json (made once and
-cached in bench/out), an inbox of --new synthesised tracks (real WAVs, genreflow.synth,
-cached too) and valid.csv (the real clips' segments); then triggers genre_retrain
-through the REST API. Reports wall time per task (mapped extract: the span from its first
-start to its last end), the run's total, and the peak RSS of each task process (VmHWM,
-sampled from /proc while the run goes). Batches below ingest.POOL_MIN_TRACKS extract
-in-process, so each Celery worker then uses one core.
+bench/out, fills its bucket with last week's store: a catalog of --catalog ok tracks, a
+features file per track and feature set (features drawn from the real clips' per-genre
+statistics, bench_model.synthetic_rows), their snapshot with its record and
+snapshots/latest.json (made once and cached in bench/out), an inbox of --new synthesised
+tracks (real WAVs, genreflow.synth, cached too) and valid.csv (the real clips'
+segments); then triggers genre_retrain through the REST API. Reports wall time per task
+(mapped extract: the span from its first start to its last end), the run's total, and
+the peak RSS of each task process (VmHWM, sampled from /proc while the run goes).
+Batches below ingest.POOL_MIN_TRACKS extract in-process, so each Celery worker then uses
+one core.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ import requests
 from bench_model import OUT, cached_features, markdown, synthetic_rows
 
 from genreflow import catalog
-from genreflow.dataset import track_frame, write_valid_table
-from genreflow.features.names import FEATURE_NAMES
+from genreflow.dataset import write_valid_table
+from genreflow.features.sets import SETS, columns
+from genreflow.features.sets import fingerprint as sets_fingerprint
+from genreflow.layout import FEATURES, features_key
 from genreflow.storage import S3Store
-from genreflow.tasks.ingest import SNAPSHOT_POINTER
+from genreflow.tasks.ingest import SNAPSHOT_POINTER, row_digests, write_features
+
+FEATURE_SETS = tuple(SETS)  # as include/genreflow.toml
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAG_ID = "genre_retrain"
@@ -82,46 +87,53 @@ def bucket(values: dict, prefix: str) -> S3Store:
 
 
 def _write_track_files(folder: Path, ids: list[str], genres: list[str], features) -> None:
+    from genreflow.storage import LocalStore
+
+    store = LocalStore(folder)
     for i, (track_id, genre) in enumerate(zip(ids, genres, strict=True)):
         rows = features[i * SEGMENTS_PER_TRACK:(i + 1) * SEGMENTS_PER_TRACK]
-        track_frame(track_id, genre, rows).to_parquet(folder / f"{track_id}.parquet",
-                                                      index=False)
+        write_features(store, track_id, genre, rows, FEATURE_SETS)
 
 
 def catalog_files(real, n_tracks: int) -> Path:
     """Last week's store as files, made once and cached in bench/out: a features file per
-    track (written by two processes: parquet encoding of 311 columns is ~45 ms a file),
-    their snapshot and the catalog records."""
+    track and set (written by two processes: parquet encoding of 311 columns is ~45 ms a
+    file), their snapshot with its record and the catalog records."""
     import pandas as pd
 
-    folder = OUT / f"weekly-catalog-{n_tracks}"
+    folder = OUT / f"weekly-catalog-{n_tracks}-{'-'.join(FEATURE_SETS)}"
     if (folder / ".complete").exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    (folder / "features").mkdir(parents=True)
+    folder.mkdir(parents=True)
     rows = synthetic_rows(real, n_tracks * SEGMENTS_PER_TRACK, seed=1)
     shas = [hashlib.sha256(f"bench-{i}".encode()).hexdigest() for i in range(n_tracks)]
     ids = [sha[:16] for sha in shas]
     genres = rows["genre"].to_numpy()[::SEGMENTS_PER_TRACK].tolist()
-    features = rows[FEATURE_NAMES].to_numpy()
+    names = columns([SETS[s] for s in FEATURE_SETS])
+    features = rows[names].to_numpy()
     chunk, per = -(-n_tracks // 8), SEGMENTS_PER_TRACK
     starts = range(0, n_tracks, chunk)
     with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_write_track_files, [folder / "features"] * len(starts),
+        list(pool.map(_write_track_files, [folder] * len(starts),
                       [ids[i:i + chunk] for i in starts], [genres[i:i + chunk] for i in starts],
                       [features[i * per:(i + chunk) * per] for i in starts]))
     keys = pd.DataFrame({"track_id": np.repeat(ids, SEGMENTS_PER_TRACK), "genre": rows["genre"],
                          "segment": np.tile(np.arange(SEGMENTS_PER_TRACK), n_tracks)})
-    pd.concat([keys, rows[FEATURE_NAMES]], axis=1).sort_values(
-        ["track_id", "segment"], ignore_index=True).to_parquet(folder / "snapshot.parquet",
-                                                               index=False)
+    snapshot = pd.concat([keys, rows[names]], axis=1).sort_values(["track_id", "segment"],
+                                                                   ignore_index=True)
+    snapshot.to_parquet(folder / "snapshot.parquet", index=False)
+    record = {"feature_sets": sets_fingerprint([SETS[s] for s in FEATURE_SETS]),
+              "digests": row_digests(snapshot)}
+    (folder / "snapshot.json").write_text(json.dumps(record))
     records = []
     for sha, genre in zip(shas, genres, strict=True):
         name = f"{genre}/old_{sha[:8]}.wav"
         records.append({**dict.fromkeys(catalog.COLUMNS, ""), "key": f"inbox:{name}",
                         "source": "inbox", "source_id": name, "genre": genre, "name": name,
                         "track_id": sha[:16], "sha256": sha, "features_key":
-                        f"features/{sha[:16]}.parquet", "n_segments": SEGMENTS_PER_TRACK,
+                        features_key(SETS[FEATURE_SETS[0]].id, sha[:16]),
+                        "n_segments": SEGMENTS_PER_TRACK,
                         "status": catalog.OK, "first_seen": "2026-01-05T03:00:00+00:00",
                         "run_id": "bench_previous_week"})
     pd.DataFrame(records).to_json(folder / "catalog.json", orient="records")
@@ -130,13 +142,16 @@ def catalog_files(real, n_tracks: int) -> Path:
 
 
 def seed_catalog(store: S3Store, folder: Path) -> int:
-    """Upload last week's store: features files, catalog, snapshot and its pointer."""
-    files = sorted((folder / "features").iterdir())
+    """Upload last week's store: features files, catalog, snapshot, its record and its
+    pointer."""
+    files = sorted(p for p in (folder / FEATURES).rglob("*.parquet"))
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: store.write_bytes(f"features/{p.name}", p.read_bytes()), files))
+        list(pool.map(lambda p: store.write_bytes(p.relative_to(folder).as_posix(),
+                                                  p.read_bytes()), files))
     catalog.record_all(store, json.loads((folder / "catalog.json").read_text()))
     key = "snapshots/bench-previous-week.parquet"
     store.write_bytes(key, (folder / "snapshot.parquet").read_bytes())
+    store.write_bytes(key.replace(".parquet", ".json"), (folder / "snapshot.json").read_bytes())
     store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
     return len(files)
 
@@ -249,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed_catalog(bucket(values, "store"), last_week)
         uploaded = upload_inbox(bucket(values, "inbox"), inbox, args.new)
         valid = OUT / "weekly-valid.csv"
-        write_valid_table(real, valid)
+        write_valid_table(real, valid, FEATURE_SETS)
         bucket(values, "valid").write_bytes("valid.csv", valid.read_bytes())
         print(f"seeded {seeded} catalogued tracks and {uploaded} new ones in "
               f"{time.perf_counter() - started:.0f} s; running {DAG_ID} on {args.workers} "

@@ -1,6 +1,6 @@
 """Statistical checks on a training snapshot: what must hold before a model is trained on it.
 
-Every test here is vectorised over the 311 feature columns (scipy's ``axis=0``), so a
+Every test here is vectorised over the feature columns (scipy's ``axis=0``), so a
 snapshot of a few thousand segments is checked in well under a second. Which finding
 stops a run (:class:`CheckFailed`) and which only warns is a :class:`CheckPolicy`,
 optionally read from ``include/checks.toml``.

@@ -1,4 +1,4 @@
-"""Column names of the 311 features, in the study's order (METHOD.md)."""
+"""Column names of the 311 features, in the study's order (docs/method.md)."""
 
 from __future__ import annotations
 

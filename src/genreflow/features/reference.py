@@ -13,7 +13,7 @@ from genreflow.features.names import N_FEATURES
 
 
 def reference_segment_features(segment: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """311 features of one segment, exactly as METHOD.md lists them."""
+    """311 features of one segment, exactly as docs/method.md lists them."""
     import librosa
 
     y = segment

@@ -1,6 +1,6 @@
 """Candidate tracks from Spotify playlists (one list of playlist ids per genre), via spotipy.
 
-What the original study scraped. Two facts limit it today (see PLATFORM-NOTES): since
+What the original study scraped. Two facts limit it today (docs/sources.md): since
 2024-11 Spotify returns no ``preview_url`` to newly created apps, so most tracks end up in
 ``Discovery.rejected``; and Spotify's developer policy forbids training ML models on Spotify
 content, so whether this source may feed training is a policy decision, not a technical one.
