@@ -130,8 +130,8 @@ def test_models_and_predict_show_the_training_record(tmp_path, cache, capsys, ca
     assert (row["cv_roc_auc_ovo"], row["cv_roc_auc_ovo_std"]) == (0.97, 0.012)
     assert row["n_training_segments"] == 240 and row["synthetic_demo"] is True
     code, out, _ = run(capsys, "models", "--store", store.uri)
-    assert "dB + generated | logreg C=0.01; features librosa-v1; CV 0.9700 +- 0.0120; 240 training segments; " \
-           "SYNTHETIC demo corpus" in out
+    assert ("dB + generated | logreg C=0.01; features librosa-v1; CV 0.9700 +- 0.0120; "
+            "240 training segments; SYNTHETIC demo corpus") in out
     code, out, _ = run(capsys, "predict", str(songs[0]), "--store", store.uri, "--json")
     assert code == 0 and json.loads(out)[0]["synthetic_demo"] is True
     assert f"model {version} was trained on the synthetic demo corpus" in caplog.text
