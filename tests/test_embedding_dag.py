@@ -71,3 +71,19 @@ def test_an_old_store_is_upgraded_trains_with_embeddings_and_old_versions_still_
     assert now["version"] == version and before["version"] == old_version
     assert now["genre"] == before["genre"] == "metal"
     assert now["probabilities"] != before["probabilities"]  # two different models answered
+
+    def reproduce(v: str, valid) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "genreflow"), "reproduce", v, "--store", str(store.root),
+             "--valid-csv", str(valid)], env=new.env, capture_output=True, text=True,
+            timeout=300)
+
+    again = reproduce(version, valid_csv)  # retrained from what the version recorded
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    assert f"{version}: reproduced: the same metrics roc_auc_ovo " \
+           f"{manifest['metrics']['roc_auc_ovo']:.4f}" in again.stdout
+    old_manifest = registry.read_manifest(store, old_version)
+    store.delete(old_manifest["snapshot_key"])
+    gone = reproduce(old_version, demo_corpus["valid_csv"])
+    assert gone.returncode == 1
+    assert f"training snapshot {old_manifest['snapshot_key']} is gone" in gone.stdout

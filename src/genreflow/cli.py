@@ -294,6 +294,28 @@ def cmd_licences(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from genreflow.reproduce import reproduce
+    from genreflow.storage import split_uri
+
+    settings = load_settings()
+    valid_store, valid_name = split_uri(args.valid_csv or settings.valid_csv)
+    result = reproduce(_store(args), args.version, valid_store.read_bytes(valid_name),
+                       settings.genres)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif result.reproduced:
+        print(f"{args.version}: reproduced: the same metrics "
+              + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+              + f" and the same probabilities (largest difference "
+              f"{result.max_probability_difference:.1e})")
+    else:
+        print(f"{args.version}: NOT reproduced:")
+        for difference in result.differences:
+            print(f"  {difference}")
+    return 0 if result.reproduced else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genreflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm-cache", help="compile the feature extractor's numba kernels "
                           "once (before parallel extraction; run by make install)")
     warm.set_defaults(func=cmd_warm_cache)
+
+    again = sub.add_parser("reproduce", parents=[store], help="retrain a published version "
+                           "from its record and say whether its numbers come out the same")
+    again.add_argument("version")
+    again.add_argument("--valid-csv", help="valid.csv to score on (default: the configured)")
+    again.add_argument("--json", action="store_true")
+    again.set_defaults(func=cmd_reproduce)
 
     rollback = sub.add_parser("rollback", parents=[store],
                               help="point latest at another complete, untampered version")

@@ -24,6 +24,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 
 from genreflow.errors import PermanentError
 from genreflow.storage import AlreadyExists, KeyNotFound, Store, WriteConflict
@@ -496,3 +497,20 @@ def load_model(store: Store, version: str | None = None):
     version, manifest = resolve(store, version)
     contents = verify_files(store, version, manifest, [MODEL_FILE])
     return load_model_bytes(contents[MODEL_FILE]), manifest
+
+
+# Recorded in every manifest: what a retrain needs to match (genreflow reproduce).
+PACKAGES = (
+    "genreflow", "apache-airflow", "librosa", "numpy", "pandas", "scikit-learn",
+    "imbalanced-learn", "scipy", "skops",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from importlib import metadata
 
 from genreflow import registry
 from genreflow.config import Settings
@@ -13,10 +12,6 @@ from genreflow.tasks.training import read_valid
 
 log = logging.getLogger(__name__)
 
-PACKAGES = (
-    "genreflow", "apache-airflow", "librosa", "numpy", "pandas", "scikit-learn",
-    "imbalanced-learn", "scipy", "skops",
-)
 
 
 def gate(settings: Settings, metrics: dict, margin: float, force: bool) -> dict:
@@ -73,16 +68,6 @@ def _champion_score(
     return evaluate(model, valid)["roc_auc_ovo"], "re-scored on today's valid.csv"
 
 
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def publish(
     settings: Settings, snapshot: dict, trained: dict, metrics: dict, decision: dict,
     run_id: str, figures: dict[str, str] | None = None,
@@ -124,7 +109,7 @@ def publish(
         "valid_sha256": metrics["valid_sha256"],
         "metrics": {k: v for k, v in metrics.items() if k != "per_genre"},
         "gate": decision,
-        "packages": _package_versions(),
+        "packages": registry.package_versions(),
     }
     version = registry.new_version()
     registry.publish(store, version, files, manifest, promote=decision["promote"],
