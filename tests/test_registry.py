@@ -108,6 +108,24 @@ def test_versions_are_never_overwritten(store_uri, models):
     assert store.read_bytes(registry.version_key(version, registry.MODEL_FILE)) == before
 
 
+@pytest.mark.parametrize("raced", ["metrics.json", "model.skops", "manifest.json"])
+def test_a_racing_publisher_of_the_same_version_is_never_overwritten(store_uri, models, raced):
+    """Both publishers passed the up-front check; the rival's file lands just before
+    ours: the conditional write (overwrite=False) refuses ours and keeps the rival's."""
+    inner = open_store(store_uri)
+    champion = publish_model(inner, models[0])
+    version, rival = registry.new_version(), f"rival's {raced}".encode()
+
+    def rival_lands_first(key):
+        if key == registry.version_key(version, raced):
+            inner.write_bytes(key, rival)
+
+    with pytest.raises(registry.RegistryError, match="appeared while publishing"):
+        publish_model(HookedStore(inner, rival_lands_first), models[1], version=version)
+    assert inner.read_bytes(registry.version_key(version, raced)) == rival
+    assert registry.read_latest(inner)["version"] == champion
+
+
 def test_refused_challenger_is_stored_but_not_promoted(store_uri, models):
     store = open_store(store_uri)
     champion = publish_model(store, models[0])
