@@ -4,6 +4,7 @@ spoken over HTTP to the moto server."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -250,3 +251,95 @@ def test_opening_and_reading_create_no_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
     store.write_bytes("a/k", b"x")  # the first write creates what it needs
     assert (root / "a" / "k").read_bytes() == b"x"
+
+
+def test_json_is_indented_sorted_and_stringifies_the_rest(store):
+    """Manifests and pointers are diffable text: two-space indent, sorted keys, dates as
+    strings; write_json and write_frame pass ``overwrite`` on."""
+    from datetime import date
+
+    import pandas as pd
+
+    store.write_json("j.json", {"b": 1, "a": date(2026, 1, 2)})
+    assert store.read_bytes("j.json") == b'{\n  "a": "2026-01-02",\n  "b": 1\n}'
+    with pytest.raises(AlreadyExists):
+        store.write_json("j.json", {}, overwrite=False)
+    frame = pd.DataFrame({"x": [1, 2]})
+    store.write_frame("f.parquet", frame, overwrite=False)
+    with pytest.raises(AlreadyExists):
+        store.write_frame("f.parquet", frame, overwrite=False)
+    assert store.read_frame("f.parquet").equals(frame)
+
+
+def test_errors_name_the_key_they_concern(store):
+    store.write_bytes("k.bin", b"1")
+    _, etag = store.read_bytes_with_etag("k.bin")
+    store.write_bytes("k.bin", b"2")
+    with pytest.raises(WriteConflict, match=re.escape(f"{store.location('k.bin')} changed")):
+        store.write_bytes("k.bin", b"3", if_match=etag)
+    with pytest.raises(AlreadyExists, match=re.escape(f"{store.location('k.bin')} already")):
+        store.write_bytes("k.bin", b"3", overwrite=False)
+    with pytest.raises(KeyNotFound, match=re.escape(f"{store.location('nope')} does not")):
+        store.read_bytes("nope")
+    store.delete("nope")  # deleting what is not there is no error
+
+
+def test_prefix_listing_and_a_store_at_the_bucket_root(store_uri, tmp_path):
+    """A prefix may end inside a name; a store at the bucket (or folder) root lists
+    whole keys."""
+    store = open_store(store_uri)
+    store.write_bytes("a/two.json", b"2")
+    store.write_bytes("a/b/one.bin", b"1")
+    assert store.list_keys("a/tw") == ["a/two.json"]
+    assert store.list_keys("a/b") == ["a/b/one.bin"]
+    root = open_store(store_uri.rsplit("/", 1)[0] if store_uri.startswith("s3") else
+                      str(tmp_path))
+    assert root.list_keys("store/a/tw") + root.list_keys("registry/a/tw") == [
+        f"{store_uri.rsplit('/', 1)[1]}/a/two.json"]
+
+
+def test_local_listing_hides_dot_files_only(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_bytes("a/k.bin", b"1")
+    (tmp_path / "a" / ".k.bin.lock").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x").write_bytes(b"")
+    assert store.list_keys() == ["a/k.bin"]
+
+
+def test_a_transient_local_write_error_stays_retryable(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(**kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("genreflow.storage.tempfile.mkstemp", disk_full)
+    with pytest.raises(StoreError, match=r"cannot write .*k\.bin: No space left on device$") \
+            as failure:
+        LocalStore(tmp_path).write_bytes("k.bin", b"x")
+    assert not isinstance(failure.value, PermanentError)
+
+
+def test_split_uri_of_each_kind(tmp_path):
+    store, key = split_uri("s3://bucket/a/b/valid.csv")
+    assert isinstance(store, S3Store) and key == "valid.csv"
+    assert (store.bucket, store.prefix, store.uri) == ("bucket", "a/b", "s3://bucket/a/b")
+    store, key = split_uri((tmp_path / "v" / "valid.csv").as_uri())
+    assert isinstance(store, LocalStore) and key == "valid.csv"
+    assert store.root == (tmp_path / "v").resolve()
+    with pytest.raises(BadStoreUri, match="an S3 file URI is s3://bucket/prefix/name"):
+        split_uri("s3:///prefix/valid.csv")
+    with pytest.raises(BadStoreUri, match="is not a file path, file:// or s3:// URI"):
+        split_uri("ftp://host/valid.csv")
+
+
+def test_s3_errors_name_the_operation_and_key(s3_error_server):
+    reply, _ = s3_error_server
+    reply.update(status=403, code="AccessDenied")
+    store = S3Store("bucket", "store")
+    for call, what in ((lambda: store.exists("k"), "head"), (lambda: store.delete("k"), "delete"),
+                       (lambda: store.read_bytes_with_etag("k"), "get")):
+        with pytest.raises(PermanentStoreError, match=f"^S3 {what} s3://bucket/store/k failed"):
+            call()
+    with pytest.raises(PermanentStoreError, match="^S3 list s3://bucket/store/p/ failed"):
+        store.list_keys("p/")

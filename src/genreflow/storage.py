@@ -287,11 +287,14 @@ class S3Store(Store):
     def list_keys(self, prefix: str = "") -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
-        try:
+
+        def every_key(**kwargs) -> list[str]:
+            """Paginators raise lazily, while iterating: inside _call, so AccessDenied
+            is as permanent here as for any other request."""
+            pages = paginator.paginate(**kwargs)
             return sorted(obj["Key"][strip:] for page in pages for obj in page.get("Contents", []))
-        except Exception as exc:  # paginators raise lazily, while iterating
-            raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
+
+        return self._call("list", prefix, every_key, Prefix=self._key(prefix))
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Key=self._key(key))
