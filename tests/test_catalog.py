@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import re
 
 from genreflow import catalog
 from genreflow.config import Settings
@@ -194,3 +195,34 @@ def test_a_conflict_without_stored_features_stays_until_features_exist():
     table = pd.DataFrame(rows, columns=catalog.COLUMNS)
     assert catalog.settle_labels(table) == 0
     assert list(table["status"]) == [catalog.CONFLICT, catalog.CONFLICT]
+
+
+def test_update_starts_from_the_table_given_and_gives_up_after_cas_attempts(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from genreflow.storage import WriteConflict
+
+    store = LocalStore(tmp_path)
+    row = {**record("inbox:metal/a.wav", catalog.FAILED, "t1", "run1"), "n_segments": None,
+           "extra": "not a column"}
+    given = catalog.merge_records(catalog.read_catalog(store), [row])
+    assert list(given.columns) == catalog.COLUMNS
+    written = catalog.update(store, lambda table: table, known=(given, None))
+    assert list(written["key"]) == ["inbox:metal/a.wav"]
+    assert pd.isna(catalog.read_catalog(store).at[0, "n_segments"])
+
+    calls = []
+
+    def always_overtaken(table):
+        calls.append(1)
+        catalog.record_all(store, [record(f"inbox:metal/other{len(calls)}.wav", catalog.OK,
+                                          "t", "other")])  # another writer lands first
+        return catalog.merge_records(table, [record("inbox:metal/mine.wav", catalog.OK, "t",
+                                                    "mine")])
+
+    with pytest.raises(WriteConflict, match=re.escape(
+            f"{store.location(catalog.CATALOG_KEY)}: still changing after "
+            f"{catalog.CAS_ATTEMPTS} attempts")):
+        catalog.update(store, always_overtaken)
+    assert len(calls) == catalog.CAS_ATTEMPTS

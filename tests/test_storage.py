@@ -343,3 +343,35 @@ def test_s3_errors_name_the_operation_and_key(s3_error_server):
             call()
     with pytest.raises(PermanentStoreError, match="^S3 list s3://bucket/store/p/ failed"):
         store.list_keys("p/")
+
+
+def test_s3_client_is_bounded_and_configured_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    client = S3Store("bucket").client
+    config = client.meta.config
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert client.meta.region_name == "us-east-1"
+    assert config.retries == {"total_max_attempts": 4, "mode": "standard"}  # 3 retries
+    assert (config.connect_timeout, config.read_timeout) == (5, 60)
+    assert config.s3 == {"addressing_style": "path"}
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    client = S3Store("bucket").client
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("status, code, error", [
+    (404, "NoSuchKey", KeyNotFound), (404, "NotFound", KeyNotFound),
+    (412, "PreconditionFailed", AlreadyExists), (409, "ConditionalRequestConflict",
+                                                 WriteConflict),
+    (400, "BadDigest", StoreError),
+])
+def test_s3_error_codes_map_to_store_errors(s3_error_server, status, code, error):
+    reply, _ = s3_error_server
+    reply.update(status=status, code=code)
+    with pytest.raises(error, match="s3://bucket/k") as failure:
+        S3Store("bucket").write_bytes("k", b"x", overwrite=False)
+    assert type(failure.value) is error and not isinstance(failure.value, PermanentError)
+
