@@ -10,7 +10,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GENREFLOW_HOME := $(CURDIR)
 
-.PHONY: install run test lint airflow cluster clean
+.PHONY: install run test lint mutation airflow cluster clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,13 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# Mutation testing of storage, registry and catalog ([tool.mutmut] in pyproject.toml,
+# docs/testing.md); slow, so not part of `make test`. Results: mutmut results / show NAME.
+mutation: install
+	rm -rf mutants
+	nice -n 15 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results --all true > mutants/results.txt || true
 
 clean:
 	rm -rf var airflow-home

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import re
 
 from genreflow import catalog
 from genreflow.config import Settings
@@ -126,3 +127,102 @@ def test_concurrent_assembles_lose_no_catalog_row(tmp_path, store_uri):
     assert {f"run{key[len('inbox:metal/w')]}" for key in table["key"]} == {"run0", "run1"}
     assert all(run == f"run{key[len('inbox:metal/w')]}" for key, run in
                zip(table["key"], table["run_id"], strict=True))
+
+
+def audio_row(key: str, genre: str, status: str, first_seen: str, sha: str = "x" * 64,
+              features: str = "", **fields) -> dict:
+    row = record(key, status, first_seen, "run1")
+    row.update(genre=genre, sha256=sha, features_key=features,
+               raw_key=f"raw/{key}" if features else "", n_segments=3 if features else 0,
+               **fields)
+    return row
+
+
+def settled(table) -> dict[str, tuple]:
+    return {row["key"]: (row["status"], row["reason"], row["raw_key"], row["features_key"],
+                         int(row["n_segments"])) for _, row in table.iterrows()}
+
+
+def test_same_audio_under_two_genres_is_a_conflict_until_one_key_goes():
+    """Both keys are kept out of training, each naming the other; once the wrong one is
+    removed, the earliest remaining key is ok again with the audio's stored features and
+    the others are duplicates of it. Audio without a sha256 or a status without audio
+    (rejected, removed) takes no part."""
+    import pandas as pd
+
+    a, b, e = "inbox:metal/a.wav", "inbox:rock/b.wav", "inbox:metal/e.wav"
+    rows = [audio_row(a, "metal", catalog.OK, "t2", features="features/x.parquet"),
+            audio_row(b, "rock", catalog.OK, "t3"),
+            audio_row(e, "metal", catalog.DUPLICATE, "t1", reason=f"same audio as {a}"),
+            audio_row("inbox:jazz/r.wav", "jazz", catalog.REJECTED, "t1"),
+            audio_row("inbox:jazz/n.wav", "jazz", catalog.OK, "t1", sha=""),
+            audio_row("inbox:metal/y.wav", "metal", catalog.OK, "t1", sha="y" * 64)]
+    table = pd.DataFrame(rows, columns=catalog.COLUMNS)
+    untouched = {k: v for k, v in settled(table).items() if k.endswith(("r.wav", "n.wav",
+                                                                        "y.wav"))}
+    assert catalog.settle_labels(table) == 3
+
+    def conflict(*others: str) -> str:
+        return (f"label conflict: same audio as {'; '.join(others)}; kept out of training "
+                "until the wrong file is removed")
+
+    assert settled(table) == {
+        a: (catalog.CONFLICT, conflict(f"{b} (rock)", f"{e} (metal)"), f"raw/{a}",
+            "features/x.parquet", 3),
+        b: (catalog.CONFLICT, conflict(f"{a} (metal)", f"{e} (metal)"), "", "", 0),
+        e: (catalog.CONFLICT, conflict(f"{a} (metal)", f"{b} (rock)"), "", "", 0),
+        **untouched}
+    assert catalog.conflicts(table) == [
+        {"key": k, "genre": g, "sha256": "x" * 64, "reason": table.set_index("key").at[k,
+                                                                                     "reason"]}
+        for k, g in ((a, "metal"), (e, "metal"), (b, "rock"))]
+    assert catalog.settle_labels(table) == 0  # settled: nothing changes twice
+
+    table.loc[table["key"] == b, "status"] = catalog.REMOVED
+    assert catalog.settle_labels(table) == 2
+    assert {k: v for k, v in settled(table).items() if k in (a, e)} == {
+        e: (catalog.OK, "", f"raw/{a}", "features/x.parquet", 3),
+        a: (catalog.DUPLICATE, f"same audio as {e}", "", "", 0)}
+    assert catalog.conflicts(table) == []
+    assert catalog.settle_labels(table) == 0
+
+
+def test_a_conflict_without_stored_features_stays_until_features_exist():
+    import pandas as pd
+
+    rows = [audio_row("inbox:metal/a.wav", "metal", catalog.CONFLICT, "t1", reason="old"),
+            audio_row("inbox:metal/b.wav", "metal", catalog.CONFLICT, "t2", reason="old")]
+    table = pd.DataFrame(rows, columns=catalog.COLUMNS)
+    assert catalog.settle_labels(table) == 0
+    assert list(table["status"]) == [catalog.CONFLICT, catalog.CONFLICT]
+
+
+def test_update_starts_from_the_table_given_and_gives_up_after_cas_attempts(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from genreflow.storage import WriteConflict
+
+    store = LocalStore(tmp_path)
+    row = {**record("inbox:metal/a.wav", catalog.FAILED, "t1", "run1"), "n_segments": None,
+           "extra": "not a column"}
+    given = catalog.merge_records(catalog.read_catalog(store), [row])
+    assert list(given.columns) == catalog.COLUMNS
+    written = catalog.update(store, lambda table: table, known=(given, None))
+    assert list(written["key"]) == ["inbox:metal/a.wav"]
+    assert pd.isna(catalog.read_catalog(store).at[0, "n_segments"])
+
+    calls = []
+
+    def always_overtaken(table):
+        calls.append(1)
+        catalog.record_all(store, [record(f"inbox:metal/other{len(calls)}.wav", catalog.OK,
+                                          "t", "other")])  # another writer lands first
+        return catalog.merge_records(table, [record("inbox:metal/mine.wav", catalog.OK, "t",
+                                                    "mine")])
+
+    with pytest.raises(WriteConflict, match=re.escape(
+            f"{store.location(catalog.CATALOG_KEY)}: still changing after "
+            f"{catalog.CAS_ATTEMPTS} attempts")):
+        catalog.update(store, always_overtaken)
+    assert len(calls) == catalog.CAS_ATTEMPTS

@@ -22,15 +22,29 @@ GENREFLOW = Path(sys.executable).parent / "genreflow"
 
 
 @pytest.fixture(scope="module")
-def trained(demo_corpus):
-    """A tiny model fitted on the synthetic demo inbox, and the audio files to classify."""
+def demo_table(demo_corpus):
     from genreflow.dataset import build_table, labelled_audio
-    from genreflow.model import fit_model
 
     table, failures = build_table(labelled_audio(demo_corpus["inbox"]), workers=1)
     assert not failures
+    return table
+
+
+@pytest.fixture(scope="module")
+def trained(demo_table, demo_corpus):
+    """A tiny model fitted on the synthetic demo inbox, and the audio files to classify."""
+    from genreflow.model import fit_model
+
     songs = sorted(demo_corpus["root"].joinpath("valid-audio").glob("*/*.wav"))
-    return fit_model(table, TINY), songs
+    return fit_model(demo_table, TINY), songs
+
+
+@pytest.fixture(scope="module")
+def others(demo_table):
+    """Two more models of the same data, with other cluster counts: other predictions."""
+    from genreflow.model import fit_model
+
+    return [fit_model(demo_table, {**TINY, "cluster__n_clusters": n}) for n in (3, 4)]
 
 
 @pytest.fixture
@@ -66,12 +80,18 @@ def expected_predictions(model, songs) -> dict[str, dict]:
     return expected
 
 
-def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_path, capsys):
+def test_publish_models_pull_predict_round_trip(store_uri, trained, others, cache, tmp_path,
+                                                capsys):
+    """Three versions of three different models: each command serves the version asked
+    for (the champion by default), told apart by its bytes and its predictions."""
     model, songs = trained
     store = open_store(store_uri)
-    old = publish_model(store, model, auc=0.8)
-    refused = publish_model(store, model, promote=False, auc=0.7)
+    old = publish_model(store, others[0], auc=0.8)
+    refused = publish_model(store, others[1], promote=False, auc=0.7)
     latest = publish_model(store, model, auc=0.85)
+    model_sha = {v: registry.read_manifest(store, v)["files"][registry.MODEL_FILE]["sha256"]
+                 for v in (old, refused, latest)}
+    assert len(set(model_sha.values())) == 3
 
     code, out, _ = run(capsys, "models", "--store", store_uri, "--json")
     rows = {row["version"]: row for row in json.loads(out)}
@@ -79,17 +99,31 @@ def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_p
     assert [v for v, row in rows.items() if row["latest"]] == [latest]
     assert not rows[refused]["promoted"] and rows[old]["roc_auc_ovo"] == 0.8
 
-    code, out, _ = run(capsys, "pull", "--store", store_uri, "--dest", str(tmp_path / "p"))
-    assert code == 0 and latest in out
-    pulled = tmp_path / "p"
-    manifest = json.loads((pulled / "manifest.json").read_text())
-    for name, entry in manifest["files"].items():
-        assert registry.sha256_hex((pulled / name).read_bytes()) == entry["sha256"]
+    for version, dest in ((None, "p"), (refused, "r")):
+        argv = ["--version", version] if version else []
+        code, out, _ = run(capsys, "pull", "--store", store_uri, "--dest", str(tmp_path / dest),
+                           *argv)
+        want = version or latest
+        assert code == 0 and want in out
+        pulled = tmp_path / dest
+        manifest = json.loads((pulled / "manifest.json").read_text())
+        assert manifest["version"] == want
+        for name, entry in manifest["files"].items():
+            assert registry.sha256_hex((pulled / name).read_bytes()) == entry["sha256"]
+        assert registry.sha256_hex((pulled / registry.MODEL_FILE).read_bytes()) == \
+            model_sha[want]
 
-    code, out, _ = run(capsys, "predict", *map(str, songs), "--store", store_uri, "--json")
-    assert code == 0
-    results = {row["file"]: row for row in json.loads(out)}
     expected = expected_predictions(model, songs)
+    expected_old = expected_predictions(others[0], songs)
+    assert expected_old != expected
+
+    def predictions(*argv: str) -> dict[str, dict]:
+        code, out, _ = run(capsys, "predict", *map(str, songs), "--store", store_uri, "--json",
+                           *argv)
+        assert code == 0
+        return {row["file"]: row for row in json.loads(out)}
+
+    results = predictions()
     assert set(results) == set(expected)
     for name, want in expected.items():
         got = results[name]
@@ -100,17 +134,20 @@ def test_publish_models_pull_predict_round_trip(store_uri, trained, cache, tmp_p
         assert got["synthetic_demo"] is False
     cached = cache_dir(store, latest) / registry.MODEL_FILE
     assert cached.is_file()
+    for name, got in predictions("--version", old).items():
+        assert got["version"] == old and got["probabilities"] == expected_old[name]["probabilities"]
 
     cached.write_bytes(b"corrupted cache")  # refreshed from the store, not trusted
     code, out, _ = run(capsys, "predict", str(songs[0]), "--store", store_uri)
     assert code == 0 and expected[str(songs[0])]["genre"] in out
-    assert registry.sha256_hex(cached.read_bytes()) == registry.read_manifest(
-        store, latest)["files"][registry.MODEL_FILE]["sha256"]
+    assert registry.sha256_hex(cached.read_bytes()) == model_sha[latest]
 
     code, out, _ = run(capsys, "rollback", old, "--store", store_uri)
     assert code == 0 and registry.read_latest(store)["version"] == old
     code, out, _ = run(capsys, "models", "--store", store_uri)
     assert next(line for line in out.splitlines() if line.startswith("*")).split()[1] == old
+    for name, got in predictions().items():
+        assert got["version"] == old and got["probabilities"] == expected_old[name]["probabilities"]
 
 
 def test_models_and_predict_show_the_training_record(tmp_path, cache, capsys, caplog, trained):

@@ -78,9 +78,13 @@ def test_dag_shape(dag_facts):
         "description"]
 
 
-def test_trigger_form_submits_with_defaults(dag_facts):
-    """Issue 11: the UI marks a typed param without "null" required; locations default to
-    None (= the environment), every param is titled, sectioned and says its default."""
+def test_trigger_form_schemas_leave_locations_optional_and_describe_every_param(dag_facts):
+    """The param schemas the trigger form is built from, read, not submitted (the form is
+    submitted with its defaults in tests/test_browser.py; Airflow refuses to parse a
+    scheduled DAG whose defaults fail their schemas, which test_dag_shape's import_errors
+    catches). Issue 11: the UI marks a typed param without "null" required, so locations
+    allow it and default to None (= the environment); every param is titled, sectioned
+    and says its default; sources offer exactly KNOWN_SOURCES; the numbers are bounded."""
     params, schemas = dag_facts["params"], dag_facts["schemas"]
     for name in ("inbox", "valid_csv", "store"):
         assert params[name] is None and "null" in schemas[name]["type"]

@@ -106,5 +106,15 @@ def test_real_clip_parity(clip):
 
 
 def test_rejects_wrong_shape():
-    with pytest.raises(ValueError):
-        fast_features(np.zeros(SEGMENT_SAMPLES, dtype=np.float32))
+    """Not (n_segments, samples), or too short for the HPSS median kernel (fewer than 16
+    frames of 512 samples): our own message, before any computation."""
+    shortest = 15 * 512  # 16 frames
+    wrong = [np.zeros(SEGMENT_SAMPLES), np.zeros((1, 2, SEGMENT_SAMPLES)),
+             np.zeros((2, shortest - 1))]
+    for audio in wrong:
+        with pytest.raises(ValueError, match=r"expected \(n_segments, samples\) of full "
+                           rf"segments, got \({', '.join(map(str, audio.shape))},?\)"):
+            fast_features(audio.astype(np.float32))
+    noise = np.random.default_rng(0).standard_normal((2, shortest)).astype(np.float32)
+    out = fast_features(noise)
+    assert out.shape == (2, len(FEATURE_NAMES)) and np.isfinite(out).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from genreflow.generation import FeatureGenerator, odd_root
+from genreflow.generation import EXP_CLIP, FeatureGenerator, odd_root
 
 
 def toy(n: int = 60, seed: int = 0):
@@ -75,13 +75,20 @@ def test_kept_columns_are_the_top_by_kruskal_h():
 
 
 def test_exp_never_overflows_and_only_generated_when_asked():
+    """root(a) ~ 1e6 here: exp of it overflows unless clipped to +-EXP_CLIP."""
     X, y = toy()
     X["a"] *= 1e30
-    gen = FeatureGenerator(k=3, n_keep=50, keep_original=False).fit(X, y)
+    distinct = FeatureGenerator(k=3, n_keep=50, keep_original=False).fit(X, y)
+    assert not [n for n in distinct.get_feature_names_out() if n.startswith("exp(")]
+    gen = FeatureGenerator(k=3, n_keep=50, keep_original=False, rank_distinct=False).fit(X, y)
+    names = list(gen.get_feature_names_out())
+    assert len(names) == 36 and "a" not in names  # 12 forms x (plain, sin, exp)
     out = gen.transform(X)
-    assert np.isfinite(out).all()
-    assert out.shape == (len(X), len(gen.get_feature_names_out()))
-    assert "a" not in gen.get_feature_names_out()
+    assert out.shape == (len(X), 36) and np.isfinite(out).all()
+    exp_root_a = out[:, names.index("exp(root(a))")]
+    root_a = out[:, names.index("root(a)")]
+    assert np.abs(root_a).max() > 1e5
+    np.testing.assert_allclose(exp_root_a, np.exp(np.clip(root_a, -EXP_CLIP, EXP_CLIP)))
 
 
 def test_chunking_and_refitting_do_not_change_the_result():
@@ -93,6 +100,14 @@ def test_chunking_and_refitting_do_not_change_the_result():
 
 
 def test_score_rows_subsample_is_seeded():
+    """Scores come from a seeded subsample of score_rows rows: the same seed gives the
+    same scores, another seed or another size different ones."""
     X, y = toy(300, seed=4)
-    fits = [FeatureGenerator(k=3, n_keep=8, score_rows=100).fit(X, y) for _ in range(2)]
-    np.testing.assert_array_equal(fits[0].specs_, fits[1].specs_)
+
+    def scores(**params):
+        return FeatureGenerator(k=3, n_keep=8, **params).fit(X, y).scores_
+
+    np.testing.assert_array_equal(scores(score_rows=100), scores(score_rows=100))
+    assert not np.array_equal(scores(score_rows=100), scores(score_rows=100, random_state=1))
+    assert not np.array_equal(scores(score_rows=100), scores(score_rows=300))
+    np.testing.assert_array_equal(scores(score_rows=300), scores(score_rows=300, random_state=1))

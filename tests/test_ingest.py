@@ -12,12 +12,13 @@ from conftest import TEST_GENRES
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
 from genreflow import catalog, extraction
-from genreflow.config import Settings
+from genreflow.config import JamendoConfig, Settings
 from genreflow.dataset import FEATURE_FINGERPRINT, write_valid_table
 from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.inbox import InboxSource
-from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError
+from genreflow.sources.jamendo import JamendoAuthError, JamendoSource
+from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError, SpotifySource
 from genreflow.storage import LocalStore
 from genreflow.tasks import ingest, progress, training
 
@@ -220,16 +221,33 @@ def test_unknown_source_is_a_permanent_error(tmp_path, short_clips):
         ingest.make_sources(inbox_settings(tmp_path, short_clips), ["inbox", "soundcloud"])
 
 
+BUILT = {"inbox": (InboxSource, None), "jamendo": (JamendoSource, JamendoAuthError),
+         "spotify": (SpotifySource, SpotifyAuthError)}  # class, error without credentials
+CREDENTIALS = {"JAMENDO_CLIENT_ID": "jamendo-test-id", "SPOTIPY_CLIENT_ID": CLIENT_ID,
+               "SPOTIPY_CLIENT_SECRET": CLIENT_SECRET}
+
+
 @pytest.mark.parametrize("name", KNOWN_SOURCES)
-def test_every_source_the_trigger_form_offers_can_be_built(tmp_path, short_clips, name):
-    """The DAG's `sources` multi-select lists KNOWN_SOURCES: each must be buildable here
-    (a source without credentials fails with its own error, not 'unknown source')."""
-    try:
-        built = ingest.make_sources(inbox_settings(tmp_path, short_clips), [name])
-    except PermanentError as exc:
-        assert "unknown source" not in str(exc)
-    else:
-        assert list(built) == [name]
+def test_every_source_the_trigger_form_offers_can_be_built(tmp_path, short_clips, monkeypatch,
+                                                           name):
+    """The DAG's `sources` multi-select lists KNOWN_SOURCES: configured and with
+    credentials, each builds into its own source for the run's genres; without
+    credentials a remote one fails with its own auth error."""
+    assert set(BUILT) == set(KNOWN_SOURCES)
+    for var in ("GENREFLOW_JAMENDO_CONN_ID", "GENREFLOW_SPOTIFY_CONN_ID", *CREDENTIALS):
+        monkeypatch.delenv(var, raising=False)
+    settings = inbox_settings(tmp_path, short_clips, playlists={"classical": [JAZZ]},
+                              jamendo=JamendoConfig(tags={"classical": ["classical"]}))
+    kind, auth_error = BUILT[name]
+    if auth_error:
+        with pytest.raises(auth_error):
+            ingest.make_sources(settings, [name])
+    for var, value in CREDENTIALS.items():
+        monkeypatch.setenv(var, value)
+    built = ingest.make_sources(settings, [name])
+    assert list(built) == [name]
+    assert type(built[name]) is kind and built[name].name == name
+    assert built[name].genres == frozenset(TEST_GENRES)
 
 
 @pytest.fixture

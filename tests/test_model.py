@@ -150,6 +150,14 @@ def test_selection_is_grouped_bounded_and_records_scores(tables):
     assert select(one_track, names=names) == (names[0], {
         "rule": record["rule"], "n_splits": 0, "n_segments": len(one_track),
         "n_tracks": 9, "candidates": []})
+    # bounded: 30 of the 50 rows, 2 whole tracks per genre, and the search scores exactly
+    # that sample (the same scores as selecting on the sample itself)
+    name, bounded = select(train, names=names, max_rows=30)
+    assert (bounded["n_segments"], bounded["n_tracks"], bounded["n_splits"]) == (30, 6, 4)
+    _, on_sample = select(track_sample(train, max_rows=30), names=names)
+    assert [(c["roc_auc_ovo"], c["roc_auc_ovo_std"]) for c in bounded["candidates"]] == [
+        (c["roc_auc_ovo"], c["roc_auc_ovo_std"]) for c in on_sample["candidates"]]
+    assert [(c["roc_auc_ovo"], c["roc_auc_ovo_std"]) for c in bounded["candidates"]] != scores
 
 
 def test_track_sample_keeps_whole_tracks_of_every_genre(tables):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -106,6 +107,24 @@ def test_versions_are_never_overwritten(store_uri, models):
     with pytest.raises(registry.RegistryError, match="immutable"):
         publish_model(store, models[1], version=version)
     assert store.read_bytes(registry.version_key(version, registry.MODEL_FILE)) == before
+
+
+@pytest.mark.parametrize("raced", ["metrics.json", "model.skops", "manifest.json"])
+def test_a_racing_publisher_of_the_same_version_is_never_overwritten(store_uri, models, raced):
+    """Both publishers passed the up-front check; the rival's file lands just before
+    ours: the conditional write (overwrite=False) refuses ours and keeps the rival's."""
+    inner = open_store(store_uri)
+    champion = publish_model(inner, models[0])
+    version, rival = registry.new_version(), f"rival's {raced}".encode()
+
+    def rival_lands_first(key):
+        if key == registry.version_key(version, raced):
+            inner.write_bytes(key, rival)
+
+    with pytest.raises(registry.RegistryError, match="appeared while publishing"):
+        publish_model(HookedStore(inner, rival_lands_first), models[1], version=version)
+    assert inner.read_bytes(registry.version_key(version, raced)) == rival
+    assert registry.read_latest(inner)["version"] == champion
 
 
 def test_refused_challenger_is_stored_but_not_promoted(store_uri, models):
@@ -386,3 +405,121 @@ def test_saving_a_model_in_an_airflow_process_warns_nothing(tmp_path):
     warned, shims = done.stdout.strip().splitlines()[-2:]
     assert warned == "0 []"
     assert int(shims) > 0  # the shims are loaded, and back in place afterwards
+
+
+def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
+    """One row per version folder, newest first: the manifest's training record, metrics,
+    gate and plots; an unreadable version is a row with its error, and the rows after it
+    are still there; ``only`` gives one version's row."""
+    store = open_store(str(tmp_path / "store"))
+    manifest = {
+        "created_at": "2026-01-02T03:04:05+00:00", "run_id": "manual__1",
+        "n_training_tracks": 12, "n_training_segments": 36, "model_name": "default",
+        "feature_sets": ["musicnn-v1"], "cv_roc_auc_ovo": 0.91, "cv_roc_auc_ovo_std": 0.02, "synthetic_demo": True,
+        "metrics": {"roc_auc_ovo": 0.93, "song_accuracy": 0.8, "song_macro_f1": 0.75},
+        "gate": {"promote": True, "reason": "first model", "champion": None},
+    }
+    old, new = "20260101T000000Z-aaaaaa", "20260103T000000Z-cccccc"
+    for version in (old, new):
+        registry.publish(store, version, {registry.MODEL_FILE: registry.dump_model(models[0]),
+                                          "roc.png": b"png", "metrics.json": b"{}"},
+                         manifest, promote=True)
+    broken = "20260102T000000Z-bbbbbb"
+    store.write_bytes(registry.version_key(broken, registry.MODEL_FILE), b"half a publish")
+    rows = registry.version_summaries(store)
+    assert [r["version"] for r in rows] == [new, broken, old]
+    expected = {key: manifest[key] for key in (
+        "created_at", "run_id", "n_training_tracks", "n_training_segments", "model_name",
+        "feature_sets", "cv_roc_auc_ovo", "cv_roc_auc_ovo_std", "synthetic_demo")}
+    assert rows[0] == {
+        "version": new, "latest": True, "location": store.location(f"models/{new}/"),
+        **expected, **manifest["metrics"], "promoted": True, "gate_promote": True,
+        "gate_reason": "first model", "gate_champion": None, "plots": ["roc.png"]}
+    assert rows[2]["latest"] is False and rows[2]["promoted"] is True
+    assert set(rows[1]) == {"version", "latest", "location", "error"}
+    assert f"version {broken} has no manifest" in rows[1]["error"]
+    assert registry.version_summaries(store, only=old) == [rows[2]]
+
+    store.write_bytes(registry.LATEST_KEY, b"garbage")
+    assert {r["version"]: r.get("promoted") for r in registry.version_summaries(store)} == {
+        new: None, broken: None, old: None}
+    store.write_bytes(registry.LATEST_KEY, registry.json_bytes({"version": old}))  # no history
+    store.write_bytes(registry.version_key(new, registry.MANIFEST_FILE), registry.json_bytes(
+        {**registry.read_manifest(store, new), "promoted": False}))
+    promoted = {r["version"]: r.get("promoted") for r in registry.version_summaries(store)}
+    assert promoted == {new: False, broken: None, old: True}
+
+
+def test_registry_json_and_names(tmp_path):
+    from datetime import UTC, datetime
+
+    assert registry.json_bytes({"b": 1, "a": datetime(2026, 1, 2, tzinfo=UTC)}) == (
+        b'{\n  "a": "2026-01-02 00:00:00+00:00",\n  "b": 1\n}')
+    version = registry.new_version(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert re.fullmatch(r"20260102T030405Z-[0-9a-f]{6}", version)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", registry.new_version())
+    for bad in ("../x", "", 7, None):
+        with pytest.raises(registry.UnknownVersion, match=f"{bad!r} is not a valid version"):
+            registry.check_name(bad)
+    with pytest.raises(registry.UnknownVersion, match="is not a valid file name"):
+        registry.check_name("a/b", "file")
+    for manifest, problem in (([], "has no 'files' table"), ({"files": {"m": 1}}, "no sha256"),
+                              ({"files": {"m": {"sha256": 1}}}, "no sha256")):
+        with pytest.raises(registry.TamperedFile, match=f"^where.*{problem}.*refusing the"):
+            registry.check_manifest(manifest, "where")
+
+
+def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, models):
+    store = open_store(str(tmp_path / "store"))
+    model = registry.dump_model(models[0])
+    for files in ({"metrics.json": b"{}"}, {registry.MODEL_FILE: model, "manifest.json": b"{}"}):
+        with pytest.raises(registry.RegistryError, match="needs model.skops and must not bring"):
+            registry.publish(store, "v0", files, {}, promote=True)
+    with pytest.raises(registry.UnknownVersion, match="'a b' is not a valid file name"):
+        registry.publish(store, "v0", {registry.MODEL_FILE: model, "a b": b""}, {}, promote=True)
+    manifest = registry.publish(store, "v1", {registry.MODEL_FILE: model}, {"x": 1}, promote=True)
+    assert manifest == {"x": 1, "version": "v1", "promoted": True, "files": {
+        registry.MODEL_FILE: {"sha256": registry.sha256_hex(model), "bytes": len(model)}}}
+    assert registry.read_manifest(store, "v1") == manifest
+    publish_model(store, models[1], version="v2")
+    np.testing.assert_array_equal(proba(registry.load_model(store, "v1")[0]), proba(models[0]))
+
+    assert registry.rollback(store, "v1") == {"version": "v1", "previous": "v2",
+                                              "repaired": "", "manifest": manifest}
+    store.write_bytes(registry.LATEST_KEY, b"{}")
+    done = registry.rollback(store, "v2")
+    assert done["previous"] is None and "names no valid version" in done["repaired"]
+    assert registry.read_latest(store)["manifest_sha256"] == registry.sha256_hex(
+        store.read_bytes(registry.version_key("v2", registry.MANIFEST_FILE)))
+
+
+def test_verification_errors_name_the_file_and_the_champion_problem_its_kind(tmp_path, models):
+    store = open_store(str(tmp_path / "store"))
+    version = publish_model(store, models[0])
+    manifest = registry.read_manifest(store, version)
+    model_key = registry.version_key(version, registry.MODEL_FILE)
+    with pytest.raises(registry.IncompleteVersion, match=f"manifest of {version} lists no x"):
+        registry.verify_files(store, version, manifest, ["x"])
+    store.write_bytes(model_key, b"changed")
+    with pytest.raises(registry.TamperedFile, match=re.escape(
+            f"{store.location(model_key)}: sha256 mismatch (the file changed after "
+            "publishing); refusing it")):
+        registry.verify_files(store, version, manifest)
+    store.delete(model_key)
+    with pytest.raises(registry.IncompleteVersion, match=re.escape(
+            f"{store.location(model_key)} is missing")):
+        registry.verify_files(store, version, manifest)
+    with pytest.raises(registry.UntrustedModel, match=r"not a skops model file \(\w+: "):
+        registry.check_trusted(b"changed")
+
+    manifest_key = registry.version_key(version, registry.MANIFEST_FILE)
+    store.write_bytes(manifest_key, store.read_bytes(manifest_key) + b"\n")
+    champion = registry.read_champion(store)
+    assert (champion.version, champion.manifest) == (version, None)
+    assert champion.problem == (f"TamperedFile: {store.location(manifest_key)}: sha256 differs "
+                                "from the one in latest.json; refusing it")
+    store.write_bytes(registry.LATEST_KEY, b"[]")
+    champion = registry.read_champion(store)
+    assert (champion.version, champion.manifest) == (None, None)
+    assert champion.problem.startswith(
+        f"BrokenPointer: {store.location(registry.LATEST_KEY)} names no valid version")

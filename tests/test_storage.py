@@ -4,6 +4,7 @@ spoken over HTTP to the moto server."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -76,13 +77,33 @@ def test_if_match_is_a_compare_and_swap(store):
         store.write_bytes("p.json", b"x", overwrite=False, if_match=etag)
 
 
-def test_conditional_writes_leave_no_stray_keys(store):
+def every_object(store) -> list[str]:
+    """Every file or object the store holds, hidden ones included: list_keys skips
+    names starting with "." (as the local temp and lock files do), so it cannot show
+    one that leaked."""
+    if isinstance(store, LocalStore):
+        return sorted(p.relative_to(store.root).as_posix()
+                      for p in store.root.rglob("*") if p.is_file())
+    pages = store.client.get_paginator("list_objects_v2").paginate(
+        Bucket=store.bucket, Prefix=f"{store.prefix}/")
+    return sorted(obj["Key"].removeprefix(f"{store.prefix}/")
+                  for page in pages for obj in page.get("Contents", []))
+
+
+def test_conditional_writes_leave_no_stray_files(store):
+    """Won and lost writes of every mode leave no temp or lock file behind."""
     store.write_bytes("q.json", b"1")
     _, etag = store.read_bytes_with_etag("q.json")
     store.write_bytes("q.json", b"2", if_match=etag)
     with pytest.raises(WriteConflict):
         store.write_bytes("q.json", b"3", if_match=etag)
-    assert store.list_keys() == ["q.json"]
+    with pytest.raises(AlreadyExists):
+        store.write_bytes("q.json", b"4", overwrite=False)
+    with pytest.raises(WriteConflict):
+        store.write_bytes("gone.json", b"5", if_match=etag)
+    store.write_bytes("r.json", b"6", overwrite=False)
+    assert every_object(store) == ["q.json", "r.json"]
+    assert store.read_bytes("q.json") == b"2"
 
 
 def test_local_keys_cannot_escape_the_root(tmp_path):
@@ -132,7 +153,7 @@ def test_local_compare_and_swap_counts_every_win(tmp_path):
         thread.join()
     assert store.read_json("counter.json")["n"] == len(wins) == 80 - len(conflicts)
     assert sorted(wins) == list(range(1, len(wins) + 1))
-    assert store.list_keys() == ["counter.json"]
+    assert every_object(store) == ["counter.json"]
 
 
 @pytest.fixture
@@ -256,3 +277,132 @@ def test_s3_folder_markers_are_no_keys(s3_bucket):
     store.client.put_object(Bucket=bucket, Key="inbox/metal/d.ogg/", Body=b"")
     store.client.put_object(Bucket=bucket, Key="inbox/metal/", Body=b"")
     assert store.list_keys() == ["metal/a.wav"]
+
+
+def test_json_is_indented_sorted_and_stringifies_the_rest(store):
+    """Manifests and pointers are diffable text: two-space indent, sorted keys, dates as
+    strings; write_json and write_frame pass ``overwrite`` on."""
+    from datetime import date
+
+    import pandas as pd
+
+    store.write_json("j.json", {"b": 1, "a": date(2026, 1, 2)})
+    assert store.read_bytes("j.json") == b'{\n  "a": "2026-01-02",\n  "b": 1\n}'
+    with pytest.raises(AlreadyExists):
+        store.write_json("j.json", {}, overwrite=False)
+    frame = pd.DataFrame({"x": [1, 2]})
+    store.write_frame("f.parquet", frame, overwrite=False)
+    with pytest.raises(AlreadyExists):
+        store.write_frame("f.parquet", frame, overwrite=False)
+    assert store.read_frame("f.parquet").equals(frame)
+
+
+def test_errors_name_the_key_they_concern(store):
+    store.write_bytes("k.bin", b"1")
+    _, etag = store.read_bytes_with_etag("k.bin")
+    store.write_bytes("k.bin", b"2")
+    with pytest.raises(WriteConflict, match=re.escape(f"{store.location('k.bin')} changed")):
+        store.write_bytes("k.bin", b"3", if_match=etag)
+    with pytest.raises(AlreadyExists, match=re.escape(f"{store.location('k.bin')} already")):
+        store.write_bytes("k.bin", b"3", overwrite=False)
+    with pytest.raises(KeyNotFound, match=re.escape(f"{store.location('nope')} does not")):
+        store.read_bytes("nope")
+    store.delete("nope")  # deleting what is not there is no error
+
+
+def test_prefix_listing_and_a_store_at_the_bucket_root(store_uri, tmp_path):
+    """A prefix may end inside a name; a store at the bucket (or folder) root lists
+    whole keys."""
+    store = open_store(store_uri)
+    store.write_bytes("a/two.json", b"2")
+    store.write_bytes("a/b/one.bin", b"1")
+    assert store.list_keys("a/tw") == ["a/two.json"]
+    assert store.list_keys("a/b") == ["a/b/one.bin"]
+    root = open_store(store_uri.rsplit("/", 1)[0] if store_uri.startswith("s3") else
+                      str(tmp_path))
+    assert root.list_keys("store/a/tw") + root.list_keys("registry/a/tw") == [
+        f"{store_uri.rsplit('/', 1)[1]}/a/two.json"]
+
+
+def test_local_listing_hides_dot_files_only(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_bytes("a/k.bin", b"1")
+    (tmp_path / "a" / ".k.bin.lock").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x").write_bytes(b"")
+    assert store.list_keys() == ["a/k.bin"]
+
+
+def test_a_transient_local_write_error_stays_retryable(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    real_open = os.open
+
+    def disk_full(path, *args, **kwargs):
+        if "k.bin" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", disk_full)
+    with pytest.raises(StoreError, match=r"cannot write .*k\.bin: No space left on device$") \
+            as failure:
+        LocalStore(tmp_path).write_bytes("k.bin", b"x")
+    assert not isinstance(failure.value, PermanentError)
+
+
+def test_split_uri_of_each_kind(tmp_path):
+    store, key = split_uri("s3://bucket/a/b/valid.csv")
+    assert isinstance(store, S3Store) and key == "valid.csv"
+    assert (store.bucket, store.prefix, store.uri) == ("bucket", "a/b", "s3://bucket/a/b")
+    store, key = split_uri((tmp_path / "v" / "valid.csv").as_uri())
+    assert isinstance(store, LocalStore) and key == "valid.csv"
+    assert store.root == (tmp_path / "v").resolve()
+    with pytest.raises(BadStoreUri, match="an S3 file URI is s3://bucket/prefix/name"):
+        split_uri("s3:///prefix/valid.csv")
+    with pytest.raises(BadStoreUri, match="is not a file path, file:// or s3:// URI"):
+        split_uri("ftp://host/valid.csv")
+
+
+def test_s3_errors_name_the_operation_and_key(s3_error_server):
+    reply, _ = s3_error_server
+    reply.update(status=403, code="AccessDenied")
+    store = S3Store("bucket", "store")
+    for call, what in ((lambda: store.exists("k"), "head"), (lambda: store.delete("k"), "delete"),
+                       (lambda: store.read_bytes_with_etag("k"), "get")):
+        with pytest.raises(PermanentStoreError, match=f"^S3 {what} s3://bucket/store/k failed"):
+            call()
+    with pytest.raises(PermanentStoreError, match="^S3 list s3://bucket/store/p/ failed"):
+        store.list_keys("p/")
+
+
+def test_s3_client_is_bounded_and_configured_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    client = S3Store("bucket").client
+    config = client.meta.config
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert client.meta.region_name == "us-east-1"
+    assert config.retries == {"total_max_attempts": 4, "mode": "standard"}  # 3 retries
+    assert (config.connect_timeout, config.read_timeout) == (5, 60)
+    assert config.s3 == {"addressing_style": "path"}
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    client = S3Store("bucket").client
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("status, code, error", [
+    (404, "NoSuchKey", KeyNotFound), (404, "NotFound", KeyNotFound),
+    (412, "PreconditionFailed", AlreadyExists), (409, "ConditionalRequestConflict",
+                                                 WriteConflict),
+    (400, "BadDigest", StoreError),
+])
+def test_s3_error_codes_map_to_store_errors(s3_error_server, status, code, error):
+    reply, _ = s3_error_server
+    reply.update(status=status, code=code)
+    with pytest.raises(error, match="s3://bucket/k") as failure:
+        S3Store("bucket").write_bytes("k", b"x", overwrite=False)
+    assert type(failure.value) is error and not isinstance(failure.value, PermanentError)
+

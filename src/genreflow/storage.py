@@ -323,13 +323,15 @@ class S3Store(Store):
     def list_stamps(self, prefix: str = "") -> dict[str, Stamp]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        pages = self._call("list", prefix, paginator.paginate, Prefix=self._key(prefix))
-        try:
+
+        def every_stamp(**kwargs) -> dict[str, Stamp]:
+            """Paginators raise lazily, while iterating: inside _call, so AccessDenied
+            is as permanent here as for any other request."""
             return {obj["Key"][strip:]: _s3_stamp(obj["Size"], obj["ETag"], obj["LastModified"])
-                    for page in pages for obj in page.get("Contents", [])
+                    for page in paginator.paginate(**kwargs) for obj in page.get("Contents", [])
                     if not obj["Key"].endswith("/")}  # a console's folder marker
-        except Exception as exc:  # paginators raise lazily, while iterating
-            raise StoreError(f"S3 list {self.location(prefix)} failed: {exc}") from exc
+
+        return self._call("list", prefix, every_stamp, Prefix=self._key(prefix))
 
     def stamp(self, key: str) -> Stamp | None:
         try:
