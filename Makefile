@@ -38,6 +38,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+# The developer loop: unit and library tests, no Airflow runs, outage, browser or cluster.
+test-quick: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not airflow and not outage and not browser and not cluster"
+
 lint: install
 	$(BIN)/ruff check .
 

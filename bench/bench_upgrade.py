@@ -4,7 +4,7 @@
 
 A local store holds --tracks catalogued ok tracks with raw audio (synthesised 30-s WAVs,
 cached in bench/out) and librosa features; musicnn is then configured and
-ingest.upgrade_tracks gives every track the set from raw/ (reading raw audio, decoding,
+track_features.upgrade_tracks gives every track the set from raw/ (reading raw audio, decoding,
 extracting, writing the features files), as an upgrade run's extract tasks do. Prints the
 wall time, the time per 1,000 tracks, and the same run's librosa-only extraction of the
 same audio (the reference, measured in the same process) for the ratio.
@@ -27,7 +27,7 @@ from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.extraction import extract_many
 from genreflow.storage import LocalStore
-from genreflow.tasks.ingest import missing_sets, upgrade_tracks, write_features
+from genreflow.track_features import missing_sets, upgrade_tracks, write_features
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop",
           "reggae", "rock"]
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     table = catalog.read_catalog(store)
     items = [{"upgrade": True, "key": key, "missing": missing}
              for key, missing in zip(table["key"], table["track_id"].map(
-                 missing_sets(settings, store, table)), strict=True)]
+                 missing_sets(store, table, settings.feature_sets)), strict=True)]
     started = time.perf_counter()
-    done = upgrade_tracks(settings, store, table, items)
+    done = upgrade_tracks(store, table, items, settings.workers)
     upgrade_s = time.perf_counter() - started
     failed = sum(r["status"] != catalog.OK for r in done)
     started = time.perf_counter()

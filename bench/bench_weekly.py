@@ -13,7 +13,7 @@ tracks (real WAVs, genreflow.synth, cached too) and valid.csv (the real clips'
 segments); then triggers genre_retrain through the REST API. Reports wall time per task
 (mapped extract: the span from its first start to its last end), the run's total, and
 the peak RSS of each task process (VmHWM, sampled from /proc while the run goes).
-Batches below ingest.POOL_MIN_TRACKS extract in-process, so each Celery worker then uses
+Batches below extraction.POOL_MIN_TRACKS extract in-process, so each Celery worker then uses
 one core.
 """
 
@@ -44,8 +44,9 @@ from genreflow.dataset import write_valid_table
 from genreflow.features.sets import SETS, columns
 from genreflow.features.sets import fingerprint as sets_fingerprint
 from genreflow.layout import FEATURES, features_key
+from genreflow.snapshot import POINTER, row_digests
 from genreflow.storage import S3Store
-from genreflow.tasks.ingest import SNAPSHOT_POINTER, row_digests, write_features
+from genreflow.track_features import write_features
 
 FEATURE_SETS = tuple(SETS)  # as include/genreflow.toml
 
@@ -152,7 +153,7 @@ def seed_catalog(store: S3Store, folder: Path) -> int:
     key = "snapshots/bench-previous-week.parquet"
     store.write_bytes(key, (folder / "snapshot.parquet").read_bytes())
     store.write_bytes(key.replace(".parquet", ".json"), (folder / "snapshot.json").read_bytes())
-    store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
+    store.write_json(POINTER, {"snapshot_key": key})
     return len(files)
 
 

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from test_ingest import inbox_settings, run
 
-from genreflow import catalog
+from genreflow import catalog, snapshot
 from genreflow.features.sets import SETS
 from genreflow.layout import features_key
 from genreflow.storage import LocalStore
 from genreflow.tasks import ingest
+from genreflow.track_features import missing_sets
 
 BOTH = ("librosa", "musicnn")
 
@@ -22,7 +23,7 @@ BOTH = ("librosa", "musicnn")
 def full_rebuild(settings, key: str) -> pd.DataFrame:
     """The snapshot as reading every features file gives it."""
     store = LocalStore(settings.store)
-    store.delete(ingest.SNAPSHOT_POINTER)
+    store.delete(snapshot.POINTER)
     store.delete(key)
     ingest.assemble(settings, [], "rebuild")
     return store.read_frame(key)
@@ -121,4 +122,4 @@ def test_a_new_feature_set_reaches_every_catalogued_track_in_bounded_runs(tmp_pa
         assert store.exists(features_key("musicnn-v1", track_id))
     snapshot = store.read_frame(done["snapshot_key"])
     assert set(SETS["musicnn"].columns) <= set(snapshot.columns)
-    assert ingest.missing_sets(both, store, ok) == {}
+    assert missing_sets(store, ok, BOTH) == {}

@@ -11,16 +11,17 @@ import pytest
 from conftest import TEST_GENRES
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
-from genreflow import catalog, extraction
+from genreflow import catalog, extraction, snapshot
 from genreflow.config import JamendoConfig, Settings
 from genreflow.dataset import FEATURE_FINGERPRINT, write_valid_table
 from genreflow.errors import PermanentError
+from genreflow.progress import progress
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.jamendo import JamendoAuthError, JamendoSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError, SpotifySource
 from genreflow.storage import LocalStore
-from genreflow.tasks import ingest, progress, training
+from genreflow.tasks import ingest, training
 
 JAZZ, ROCK = "1gfJazzClassicsTest001", "2gfRockAnthemsTest0002"
 SO_WHAT, TAKE_FIVE = "4vLYewWIvqHfKtJDk8c8tq", "1YQWosTIljIvxAgHWTp7KP"
@@ -139,7 +140,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
         store.delete(second["snapshot_key"])
         features_read.clear()
         if pointer:
-            store.write_json(ingest.SNAPSHOT_POINTER, pointer)
+            store.write_json(snapshot.POINTER, pointer)
         assert ingest.assemble(settings, [], "again") == {**second, "new_tracks": 0}
         pd.testing.assert_frame_equal(store.read_frame(second["snapshot_key"]), built)
         return sorted(features_read)
@@ -147,7 +148,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
     caplog.set_level(logging.INFO, logger="genreflow")
     assert rebuild(snapshot_key="snapshots/gone.parquet") == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" not in caplog.text  # a missing one is normal
-    store.write_bytes(ingest.SNAPSHOT_POINTER, b"{not json")
+    store.write_bytes(snapshot.POINTER, b"{not json")
     assert rebuild() == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" in caplog.text
     # an earlier snapshot missing metal_000 and holding a classical track twice: only
@@ -157,7 +158,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
                      built[built["track_id"] == classical["track_id"]]])
     store.write_frame("snapshots/odd.parquet", odd)
     store.write_json("snapshots/odd.json", {"feature_sets": FEATURE_FINGERPRINT,
-                                            "digests": ingest.row_digests(built)})
+                                            "digests": snapshot.row_digests(built)})
     assert rebuild(snapshot_key="snapshots/odd.parquet") == sorted(
         table.loc[["inbox:classical/classical_000.wav", "inbox:metal/metal_000.wav"],
                   "features_key"])

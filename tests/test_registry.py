@@ -415,7 +415,8 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
     manifest = {
         "created_at": "2026-01-02T03:04:05+00:00", "run_id": "manual__1",
         "n_training_tracks": 12, "n_training_segments": 36, "model_name": "default",
-        "feature_sets": ["musicnn-v1"], "cv_roc_auc_ovo": 0.91, "cv_roc_auc_ovo_std": 0.02, "synthetic_demo": True,
+        "feature_sets": ["musicnn-v1"], "cv_roc_auc_ovo": 0.91, "cv_roc_auc_ovo_std": 0.02,
+        "synthetic_demo": True,
         "metrics": {"roc_auc_ovo": 0.93, "song_accuracy": 0.8, "song_macro_f1": 0.75},
         "gate": {"promote": True, "reason": "first model", "champion": None},
     }

@@ -22,6 +22,10 @@ from genreflow.parallel import allow_child_processes
 Sets = tuple[str, ...]  # feature set names: plain strings cross process boundaries
 
 IN_FLIGHT_PER_WORKER = 2  # queued tracks per worker: keeps workers busy, memory bounded
+# A worker pool costs ~3 s to start (each spawned worker imports librosa and loads numba's
+# cache) and saves ~40 ms per track per extra worker (bench/RESULTS.md "## Features"):
+# smaller batches run in-process, and Airflow runs the mapped batches in parallel instead.
+POOL_MIN_TRACKS = 60
 _SINGLE_THREAD_ENV = (
     "NUMBA_NUM_THREADS",
     "OMP_NUM_THREADS",

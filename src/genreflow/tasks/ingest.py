@@ -14,28 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-from genreflow import catalog
+from genreflow import catalog, snapshot
 from genreflow.config import Settings
-from genreflow.dataset import FEATURE_FINGERPRINT
 from genreflow.errors import PermanentError
-from genreflow.layout import FEATURES, features_index, features_key
+from genreflow.extraction import POOL_MIN_TRACKS
+from genreflow.layout import features_key
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef, Unsettled
-from genreflow.storage import AlreadyExists, KeyNotFound, PermanentStoreError, Store, open_store
-from genreflow.tasks import progress
+from genreflow.storage import AlreadyExists, Store, open_store
+from genreflow.track_features import missing_sets, upgrade_items, upgrade_tracks, write_features
 from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
-
-# A worker pool costs ~3 s to start (each spawned worker imports librosa and loads numba's
-# cache) and saves ~40 ms per track per extra worker (bench/RESULTS.md "## Features"):
-# smaller batches run in-process, and Airflow runs the mapped batches in parallel instead.
-POOL_MIN_TRACKS = 60
 
 # Leading bytes of the formats we decode -> suffix for raw/; the content decides, not the
 # name (Spotify previews have none; a mislabelled inbox file keeps its real type).
@@ -46,10 +40,6 @@ MAGIC_SUFFIXES = (
 )
 
 
-# The last snapshot built: the next one takes its unchanged tracks from it in one read.
-SNAPSHOT_POINTER = "snapshots/latest.json"
-# Features files are small and S3 reads wait on the network: read several at once.
-READ_THREADS = 8
 
 
 class NoUsableTracks(PermanentError):
@@ -141,37 +131,9 @@ def discover(
     if len(new) > len(capped):
         log.warning("discover: %d new tracks left for later runs by the cap of %d",
                     len(new) - len(capped), max_new)
-    refs = [t.to_dict() for t in capped] + upgrades(settings, store, seen, max_upgrade)
+    refs = [t.to_dict() for t in capped] + upgrade_items(store, seen, settings.feature_sets,
+                                                          max_upgrade)
     return [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
-
-
-def missing_sets(settings: Settings, store: Store, table) -> dict[str, list[str]]:
-    """{track id: configured feature set names without a features file} of ok tracks:
-    a set added to the configuration, or a features file lost."""
-    from genreflow.features.sets import resolve
-
-    index = features_index(with_retries("list features files",
-                                        lambda: store.list_keys(FEATURES)))
-    sets = resolve(settings.feature_sets)
-    ok = table.loc[table["status"] == catalog.OK, "track_id"]
-    missing = {t: [s.name for s in sets if t not in index.get(s.id, ())] for t in ok}
-    return {t: names for t, names in missing.items() if names}
-
-
-def upgrades(settings: Settings, store: Store, table, limit: int) -> list[dict]:
-    """Work items for ok tracks that lack a configured feature set: extracted again from
-    their kept raw audio, at most ``limit`` per run (the rest wait for the next runs)."""
-    missing = missing_sets(settings, store, table)
-    if not missing:
-        return []
-    rows = table[table["track_id"].isin(missing)].sort_values("track_id")
-    taken = rows.head(max(0, limit))
-    log.warning("upgrade: %d catalogued tracks lack feature sets (%s): %d taken this run "
-                "(max_upgrade_tracks %d), %d left for later runs", len(rows),
-                ", ".join(sorted({n for names in missing.values() for n in names})),
-                len(taken), limit, len(rows) - len(taken))
-    return [{"upgrade": True, "key": row["key"], "missing": missing[row["track_id"]]}
-            for _, row in taken.iterrows()]
 
 
 def _changed(seen, tracks: list[TrackRef]) -> dict[str, TrackRef]:
@@ -281,7 +243,8 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
     started = time.monotonic()
     store = open_store(settings.store)
     known = catalog.read_catalog(store)
-    upgraded = upgrade_tracks(settings, store, known, [r for r in batch if r.get("upgrade")])
+    upgraded = upgrade_tracks(store, known, [r for r in batch if r.get("upgrade")],
+                              settings.workers)
     batch = [r for r in batch if not r.get("upgrade")]
     refs = {ref.key: ref for ref in map(TrackRef.from_dict, batch)}
     audio_known = known[known["status"].isin((catalog.OK, catalog.CONFLICT))
@@ -374,22 +337,6 @@ def _stored_track(store: Store, ref: TrackRef, sha: str, data: bytes, sets) -> d
             "n_segments": n_segments}
 
 
-def write_features(store: Store, track_id: str, genre: str, features, sets) -> str:
-    """One features file per set of ``features`` (columns of ``sets``, in order); the
-    first file's key."""
-    from genreflow.dataset import track_frame
-    from genreflow.features.sets import resolve
-
-    keys, start = [], 0
-    for feature_set in resolve(sets):
-        stop = start + len(feature_set.columns)
-        keys.append(features_key(feature_set.id, track_id))
-        store.write_frame(keys[-1], track_frame(track_id, genre, features[:, start:stop],
-                                                [feature_set.name]))
-        start = stop
-    return keys[0]
-
-
 def _store_track(store: Store, ref: TrackRef, sha: str, data: bytes, features, sets) -> dict:
     """Keep the raw audio (so features can be re-extracted without the source) and the
     features of one usable track; the catalog fields that point at them."""
@@ -401,60 +348,6 @@ def _store_track(store: Store, ref: TrackRef, sha: str, data: bytes, features, s
     first = write_features(store, sha[:16], ref.genre, features, sets)
     return {"status": catalog.OK, "raw_key": raw_key, "features_key": first,
             "n_segments": int(len(features))}
-
-
-def upgrade_tracks(settings: Settings, store: Store, known, items: list[dict]) -> list[dict]:
-    """Compute the missing feature sets of catalogued tracks from their kept raw audio;
-    their catalog records (unchanged, or failed with the reason when the raw audio is
-    gone or no longer decodes). Each track's files are written as soon as it is done, so
-    a run that stops half-way loses nothing and the next one takes the rest."""
-    from genreflow.audio import AudioError
-    from genreflow.extraction import extract_many
-
-    if not items:
-        return []
-    started = time.monotonic()
-    rows = known.set_index("key")
-    records = {i["key"]: {**rows.loc[i["key"]].to_dict(), "key": i["key"]} for i in items}
-    missing = {i["key"]: tuple(i["missing"]) for i in items}
-
-    def failed(key: str, reason: str) -> None:
-        records[key].update(status=catalog.FAILED, reason=reason, run_id=records[key]["run_id"])
-        log.warning("failed %s: %s", key, reason)
-
-    def raw_audio(keys: list[str]):
-        for key in keys:
-            record = records[key]
-            try:
-                data = with_retries(f"read {record['raw_key']}",
-                                    lambda k=record["raw_key"]: store.read_bytes(k))
-            except KeyNotFound:
-                failed(key, f"raw audio {record['raw_key']} is gone, so feature set(s) "
-                       f"{', '.join(missing[key])} cannot be computed; ingest the file again")
-                continue
-            yield key, data
-
-    done = 0
-    by_sets: dict[tuple[str, ...], list[str]] = {}
-    for key, names in missing.items():
-        by_sets.setdefault(names, []).append(key)
-    workers = settings.workers if len(items) >= POOL_MIN_TRACKS else 1
-    for names, keys in by_sets.items():
-        for key, result in extract_many(raw_audio(keys), workers, names):
-            record = records[key]
-            if isinstance(result, AudioError):
-                failed(key, f"its raw audio no longer gives features: {result}")
-                continue
-            with_retries(f"store features of {key}", lambda r=record, x=result, n=names:
-                         write_features(store, r["track_id"], r["genre"], x, n))
-            record["upgraded"] = True
-            done += 1
-            if done % 50 == 0:
-                log.info("upgrade: %d of %d tracks done", done, len(items))
-    log.info("upgrade: %d of %d catalogued tracks given their missing feature sets from "
-             "raw/ in %.1f s, %d failed", done, len(items), time.monotonic() - started,
-             sum(r["status"] == catalog.FAILED for r in records.values()))
-    return list(records.values())
 
 
 def _settle_duplicates(table, records: list[dict]) -> None:
@@ -479,15 +372,10 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     that has all configured feature sets (the others wait for their upgrade, counted).
 
     The catalog is updated with compare-and-swap, so a run beside this one loses nothing.
-    Tracks in label conflict are left out. The snapshot is keyed by a fingerprint of its
-    track ids, genres and feature sets, and carries a record (``snapshots/<fp>.json``) of
-    the feature sets' fingerprints and a digest of each track's rows: an existing
-    snapshot is reused only when it matches its record, and a new one starts from the
-    last one built, taking only the tracks whose rows still match, so a weekly run reads
-    the features files of its new tracks only. Each segment's genre is the catalog's
-    (features depend on the audio only).
+    Tracks in label conflict are left out. The snapshot (genreflow.snapshot) is reused
+    when it matches its record, else built from the last one and the new tracks' features
+    files. Each segment's genre is the catalog's (features depend on the audio only).
     """
-    from genreflow.features.sets import fingerprint as sets_fingerprint
     from genreflow.features.sets import resolve
 
     store = open_store(settings.store)
@@ -503,7 +391,7 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
     for row in catalog.conflicts(table):
         log.warning("conflict %s (%s): %s", row["key"], row["genre"], row["reason"])
     ok = table[table["status"] == catalog.OK].sort_values("track_id")
-    waiting = missing_sets(settings, store, table)
+    waiting = missing_sets(store, table, settings.feature_sets)
     if waiting:
         log.warning("snapshot: %d ok tracks lack feature sets and are left out until they "
                     "are upgraded from raw/ (max_upgrade_tracks per run)", len(waiting))
@@ -515,164 +403,14 @@ def assemble(settings: Settings, batches: list[list[dict]], run_id: str) -> dict
             f"see {store.location(catalog.CATALOG_KEY)})"
         )
     sets = resolve(settings.feature_sets)
-    version = sets_fingerprint(sets)
-    labelled = "\n".join(f"{t}\t{g}" for t, g in zip(ok["track_id"], ok["genre"], strict=True))
-    if version != FEATURE_FINGERPRINT:  # librosa-only snapshots keep their old fingerprints
-        labelled += f"\nfeatures\t{version}"
-    fingerprint = hashlib.sha256(labelled.encode()).hexdigest()[:16]
-    key = f"snapshots/{fingerprint}.parquet"
-    snapshot = _verified_snapshot(store, key, version) if store.exists(key) else None
-    if snapshot is not None:
-        log.info("snapshot %s already exists and matches its record: reused",
-                 store.location(key))
-    else:
-        snapshot, digests = _build_snapshot(store, ok, sets)
-        store.write_frame(key, snapshot)
-        store.write_json(_record_key(key), {"feature_sets": version, "digests": digests})
-        store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
+    key, fingerprint, frame = snapshot.assemble(store, ok, sets)
     new_ok = sum(r["status"] == catalog.OK and not r.get("upgraded") for r in records)
     log.info(
         "snapshot %s: %d tracks, %d segments, feature sets %s (%d new tracks this run)",
-        store.location(key), len(ok), len(snapshot), ", ".join(s.id for s in sets), new_ok,
+        store.location(key), len(ok), len(frame), ", ".join(s.id for s in sets), new_ok,
     )
     return {
         "snapshot_key": key, "fingerprint": fingerprint, "n_tracks": int(len(ok)),
-        "n_segments": int(len(snapshot)), "new_tracks": int(new_ok),
+        "n_segments": int(len(frame)), "new_tracks": int(new_ok),
         "feature_sets": [s.id for s in sets],
     }
-
-
-def _record_key(snapshot_key: str) -> str:
-    return snapshot_key.removesuffix(".parquet") + ".json"
-
-
-def row_digests(frame) -> dict[str, str]:
-    """{track id: sha256 of its segments' feature values}, frame sorted by track, segment."""
-    import numpy as np
-
-    from genreflow.features.sets import columns, present_in
-
-    values = np.ascontiguousarray(frame[columns(present_in(frame.columns))]
-                                  .to_numpy(np.float64))
-    segments = frame["segment"].to_numpy(np.int64)
-    tracks = frame["track_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, tracks[1:] != tracks[:-1]])
-    ends = np.r_[starts[1:], len(tracks)]
-    return {str(tracks[a]): hashlib.sha256(segments[a:b].tobytes() + values[a:b].tobytes())
-            .hexdigest()[:32] for a, b in zip(starts, ends, strict=True)}
-
-
-def _read_record(store: Store, key: str, version: str) -> dict | None:
-    """A snapshot's record if it is one of ``version`` (feature sets); None, logged, if
-    it is missing, unreadable or of other feature sets."""
-    try:
-        record = with_retries(f"read {_record_key(key)}",
-                              lambda: store.read_json(_record_key(key)))
-        if not isinstance(record, dict) or not isinstance(record.get("digests"), dict):
-            raise ValueError("not a snapshot record")
-    except KeyNotFound:
-        log.warning("snapshot %s has no record of what it was built from: not trusted",
-                    store.location(key))
-        return None
-    except (PermanentStoreError, ValueError) as exc:
-        log.warning("snapshot %s: its record cannot be read (%s): not trusted",
-                    store.location(key), exc)
-        return None
-    if record.get("feature_sets") != version:
-        log.warning("snapshot %s holds feature sets %s, this run needs %s: not reused",
-                    store.location(key), record.get("feature_sets"), version)
-        return None
-    return record
-
-
-def _verified_snapshot(store: Store, key: str, version: str):
-    """The snapshot at ``key`` if every track's rows match its record; else None (it is
-    rebuilt from the features files, with a warning)."""
-    record = _read_record(store, key, version)
-    if record is None:
-        return None
-    snapshot = with_retries(f"read {key}", lambda: store.read_frame(key))
-    if row_digests(snapshot) != record["digests"]:
-        log.warning("snapshot %s does not match its record (rows changed since it was "
-                    "built): rebuilding it from the features files", store.location(key))
-        return None
-    return snapshot
-
-
-def _previous_snapshot(store: Store, version: str):
-    """(the last snapshot built, its record), or None (with the reason logged) if it
-    cannot be read or holds other feature sets."""
-    try:
-        key = with_retries("read the snapshot pointer",
-                           lambda: store.read_json(SNAPSHOT_POINTER))["snapshot_key"]
-        record = _read_record(store, key, version)
-        if record is None:
-            return None
-        return with_retries(f"read {key}", lambda: store.read_frame(key)), record
-    except KeyNotFound:
-        log.info("snapshot: no earlier snapshot to start from")
-    except (PermanentStoreError, ValueError, KeyError, TypeError) as exc:
-        log.warning("snapshot: the earlier snapshot cannot be read (%s); reading every "
-                    "features file", exc)
-    return None
-
-
-def _read_track(store: Store, track_id: str, sets):
-    """One track's rows with every set's columns, from its features files."""
-    frames = [with_retries(f"read {k}", lambda k=k: store.read_frame(k))
-              for k in (features_key(s.id, track_id) for s in sets)]
-    import pandas as pd
-
-    for frame, feature_set in zip(frames[1:], sets[1:], strict=True):
-        if not frame["segment"].equals(frames[0]["segment"]):
-            raise PermanentStoreError(f"features of {track_id}: {feature_set.id} has other "
-                                      f"segments than {sets[0].id}")
-    return pd.concat([frames[0]] + [f[s.columns] for f, s in zip(frames[1:], sets[1:],
-                                                                  strict=True)], axis=1)
-
-
-def _build_snapshot(store: Store, ok, sets):
-    """(segments of every ok track ordered by track and segment and labelled by the
-    catalog, their row digests).
-
-    A track's features depend on its audio only, so the tracks of the last snapshot with
-    the segment count the catalog records and the rows its record vouches for are taken
-    from it (one read for the whole catalog); only the others' features files are read,
-    several at a time. The result is the same table as reading every features file.
-    """
-    import pandas as pd
-
-    from genreflow.features.sets import fingerprint as sets_fingerprint
-
-    parts, taken, digests = [], [], {}
-    segments = dict(zip(ok["track_id"], ok["n_segments"].astype(int), strict=True))
-    found = _previous_snapshot(store, sets_fingerprint(sets))
-    if found is not None:
-        previous, record = found
-        previous = previous[previous["track_id"].isin(segments)].sort_values(
-            ["track_id", "segment"], ignore_index=True)
-        counts = previous.groupby("track_id", sort=False).size()
-        whole = set(counts.index[counts.to_numpy() == counts.index.map(segments).to_numpy()])
-        actual = row_digests(previous[previous["track_id"].isin(whole)])
-        taken = [t for t, d in actual.items() if record["digests"].get(t) == d]
-        if len(taken) < len(actual):
-            log.warning("snapshot: %d tracks of the earlier snapshot do not match its record "
-                        "(changed since it was built): read again from their features files",
-                        len(actual) - len(taken))
-        parts.append(previous[previous["track_id"].isin(taken)])
-        digests.update({t: actual[t] for t in taken})
-        log.info("snapshot: %d of %d tracks taken from the earlier snapshot", len(taken),
-                 len(ok))
-    to_read = sorted(set(ok["track_id"]) - set(taken))
-    log.info("snapshot: reading the features files of %d tracks (%d feature sets)",
-             len(to_read), len(sets))
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        frames = list(progress(pool.map(lambda t: _read_track(store, t, sets), to_read),
-                               len(to_read), "snapshot: tracks read", log))
-    parts += frames
-    for frame in frames:
-        digests.update(row_digests(frame.sort_values("segment")))
-    snapshot = pd.concat(parts, ignore_index=True)
-    snapshot["genre"] = snapshot["track_id"].map(dict(zip(ok["track_id"], ok["genre"],
-                                                          strict=True)))
-    return snapshot.sort_values(["track_id", "segment"], ignore_index=True), digests
