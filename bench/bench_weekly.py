@@ -130,8 +130,10 @@ def catalog_files(real, n_tracks: int) -> Path:
     records = []
     for sha, genre in zip(shas, genres, strict=True):
         name = f"{genre}/old_{sha[:8]}.wav"
-        records.append({**dict.fromkeys(catalog.COLUMNS, ""), "key": f"inbox:{name}",
-                        "source": "inbox", "source_id": name, "genre": genre, "name": name,
+        # from an earlier intake this run does not list (an inbox lists completely, so
+        # inbox tracks whose files are gone would be recorded removed)
+        records.append({**dict.fromkeys(catalog.COLUMNS, ""), "key": f"archive:{name}",
+                        "source": "archive", "source_id": name, "genre": genre, "name": name,
                         "track_id": sha[:16], "sha256": sha, "features_key":
                         features_key(SETS[FEATURE_SETS[0]].id, sha[:16]),
                         "n_segments": SEGMENTS_PER_TRACK,

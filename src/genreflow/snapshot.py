@@ -75,6 +75,8 @@ def row_digests(frame) -> dict[str, str]:
                                   .to_numpy(np.float64))
     segments = frame["segment"].to_numpy(np.int64)
     tracks = frame["track_id"].to_numpy()
+    if not len(tracks):
+        return {}
     starts = np.flatnonzero(np.r_[True, tracks[1:] != tracks[:-1]])
     ends = np.r_[starts[1:], len(tracks)]
     return {str(tracks[a]): hashlib.sha256(segments[a:b].tobytes() + values[a:b].tobytes())
