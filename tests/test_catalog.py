@@ -156,6 +156,7 @@ def test_same_audio_under_two_genres_is_a_conflict_until_one_key_goes():
             audio_row(e, "metal", catalog.DUPLICATE, "t1", reason=f"same audio as {a}"),
             audio_row("inbox:jazz/r.wav", "jazz", catalog.REJECTED, "t1"),
             audio_row("inbox:jazz/n.wav", "jazz", catalog.OK, "t1", sha=""),
+            audio_row("inbox:rock/n.wav", "rock", catalog.OK, "t1", sha=""),
             audio_row("inbox:metal/y.wav", "metal", catalog.OK, "t1", sha="y" * 64)]
     table = pd.DataFrame(rows, columns=catalog.COLUMNS)
     untouched = {k: v for k, v in settled(table).items() if k.endswith(("r.wav", "n.wav",
@@ -226,3 +227,12 @@ def test_update_starts_from_the_table_given_and_gives_up_after_cas_attempts(tmp_
             f"{catalog.CAS_ATTEMPTS} attempts")):
         catalog.update(store, always_overtaken)
     assert len(calls) == catalog.CAS_ATTEMPTS
+
+
+def test_a_catalog_from_before_a_column_existed_reads_with_it_empty(tmp_path):
+    store = LocalStore(tmp_path)
+    catalog.record_all(store, [record("inbox:metal/a.wav", catalog.OK, "t1", "run1")])
+    old = catalog.read_catalog(store).drop(columns=["title", "source_url"])
+    catalog.write_catalog(store, old, catalog.read_versioned(store)[1])
+    table = catalog.read_catalog(store)
+    assert list(table["title"]) == [""] and list(table["source_url"]) == [""]

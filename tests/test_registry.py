@@ -418,7 +418,7 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
         "feature_sets": ["musicnn-v1"], "cv_roc_auc_ovo": 0.91, "cv_roc_auc_ovo_std": 0.02,
         "synthetic_demo": True,
         "metrics": {"roc_auc_ovo": 0.93, "song_accuracy": 0.8, "song_macro_f1": 0.75},
-        "gate": {"promote": True, "reason": "first model", "champion": None},
+        "gate": {"promote": True, "reason": "first model", "champion": "v0"},
     }
     old, new = "20260101T000000Z-aaaaaa", "20260103T000000Z-cccccc"
     for version in (old, new):
@@ -435,11 +435,18 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
     assert rows[0] == {
         "version": new, "latest": True, "location": store.location(f"models/{new}/"),
         **expected, **manifest["metrics"], "promoted": True, "gate_promote": True,
-        "gate_reason": "first model", "gate_champion": None, "plots": ["roc.png"]}
+        "gate_reason": "first model", "gate_champion": "v0", "plots": ["roc.png"]}
     assert rows[2]["latest"] is False and rows[2]["promoted"] is True
     assert set(rows[1]) == {"version", "latest", "location", "error"}
     assert f"version {broken} has no manifest" in rows[1]["error"]
     assert registry.version_summaries(store, only=old) == [rows[2]]
+    bare = "20260104T000000Z-dddddd"  # a manifest with no metrics, gate or plots
+    registry.publish(store, bare, {registry.MODEL_FILE: b"m"}, {}, promote=False)
+    [row] = registry.version_summaries(store, only=bare)
+    assert (row["roc_auc_ovo"], row["gate_promote"], row["gate_reason"], row["plots"]) == (
+        None, None, "", [])
+    for name in (registry.MANIFEST_FILE, registry.MODEL_FILE):
+        store.delete(registry.version_key(bare, name))
 
     store.write_bytes(registry.LATEST_KEY, b"garbage")
     assert {r["version"]: r.get("promoted") for r in registry.version_summaries(store)} == {
@@ -489,9 +496,12 @@ def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, 
                                               "repaired": "", "manifest": manifest}
     store.write_bytes(registry.LATEST_KEY, b"{}")
     done = registry.rollback(store, "v2")
-    assert done["previous"] is None and "names no valid version" in done["repaired"]
+    assert done["previous"] is None and done["repaired"].startswith(
+        f"{store.location(registry.LATEST_KEY)} names no valid version")
     assert registry.read_latest(store)["manifest_sha256"] == registry.sha256_hex(
         store.read_bytes(registry.version_key("v2", registry.MANIFEST_FILE)))
+    store.delete(registry.LATEST_KEY)
+    assert registry.rollback(store, "v1")["repaired"] == ""
 
 
 def test_verification_errors_name_the_file_and_the_champion_problem_its_kind(tmp_path, models):
@@ -499,6 +509,7 @@ def test_verification_errors_name_the_file_and_the_champion_problem_its_kind(tmp
     version = publish_model(store, models[0])
     manifest = registry.read_manifest(store, version)
     model_key = registry.version_key(version, registry.MODEL_FILE)
+    model = store.read_bytes(model_key)
     with pytest.raises(registry.IncompleteVersion, match=f"manifest of {version} lists no x"):
         registry.verify_files(store, version, manifest, ["x"])
     store.write_bytes(model_key, b"changed")
@@ -510,8 +521,15 @@ def test_verification_errors_name_the_file_and_the_champion_problem_its_kind(tmp
     with pytest.raises(registry.IncompleteVersion, match=re.escape(
             f"{store.location(model_key)} is missing")):
         registry.verify_files(store, version, manifest)
-    with pytest.raises(registry.UntrustedModel, match=r"not a skops model file \(\w+: "):
+    with pytest.raises(registry.UntrustedModel,
+                       match=r"not a skops model file \((?!NoneType)\w+: "):
         registry.check_trusted(b"changed")
+    store.write_bytes(model_key, model)
+    store.write_bytes(registry.version_key(version, "metrics.json"), b"changed")
+    np.testing.assert_array_equal(  # loading checks the model file only
+        proba(registry.load_model(store)[0]), proba(models[0]))
+    with pytest.raises(registry.TamperedFile, match=f"manifest of {version} has no 'files'"):
+        registry.verify_files(store, version, {})
 
     manifest_key = registry.version_key(version, registry.MANIFEST_FILE)
     store.write_bytes(manifest_key, store.read_bytes(manifest_key) + b"\n")
@@ -519,8 +537,54 @@ def test_verification_errors_name_the_file_and_the_champion_problem_its_kind(tmp
     assert (champion.version, champion.manifest) == (version, None)
     assert champion.problem == (f"TamperedFile: {store.location(manifest_key)}: sha256 differs "
                                 "from the one in latest.json; refusing it")
-    store.write_bytes(registry.LATEST_KEY, b"[]")
+    store.write_bytes(registry.LATEST_KEY, b"[" + b"1," * 60 + b"1]")
     champion = registry.read_champion(store)
     assert (champion.version, champion.manifest) == (None, None)
     assert champion.problem.startswith(
-        f"BrokenPointer: {store.location(registry.LATEST_KEY)} names no valid version")
+        f"BrokenPointer: {store.location(registry.LATEST_KEY)} names no valid version "
+        f"(content {(b'[' + b'1,' * 40)[:80]!r}); ")
+    for data, problem in ((b"{", "is not valid JSON"), (b"{}", "has no 'files' table")):
+        store.write_bytes(manifest_key, data)
+        with pytest.raises(registry.TamperedFile, match=re.escape(
+                f"{store.location(manifest_key)} {problem}")):
+            registry.read_manifest(store, version)
+    store.delete(manifest_key)
+    with pytest.raises(registry.IncompleteVersion, match=re.escape(
+            "(a publish that failed half-way, or the manifest was deleted): not a complete")):
+        registry.read_manifest(store, version)
+
+
+def test_new_versions_are_named_in_utc(monkeypatch):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: never the same hour as UTC
+    time.tzset()
+    try:
+        before = datetime.now(UTC)
+        stamp = datetime.strptime(registry.new_version()[:16], "%Y%m%dT%H%M%SZ")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs(stamp.replace(tzinfo=UTC) - before) < timedelta(minutes=1)
+
+
+def test_only_airflows_deprecation_shims_are_set_aside():
+    """skops_io hides exactly the modules whose __getattr__ is Airflow's
+    getattr_with_deprecation (a functools.partial of it), nothing else."""
+    import functools
+    import types
+
+    def getattr_with_deprecation(name, module):
+        raise AttributeError(name)
+
+    def other(name, module):
+        raise AttributeError(name)
+
+    shim, plain, lookalike = (types.ModuleType(n) for n in ("shim", "plain", "lookalike"))
+    shim.__getattr__ = functools.partial(getattr_with_deprecation, module="shim")
+    lookalike.__getattr__ = functools.partial(other, module="lookalike")
+    assert registry._is_deprecation_shim(shim)
+    assert not registry._is_deprecation_shim(plain)
+    assert not registry._is_deprecation_shim(lookalike)
+    assert not registry._is_deprecation_shim(object())

@@ -290,11 +290,12 @@ def test_json_is_indented_sorted_and_stringifies_the_rest(store):
     assert store.read_bytes("j.json") == b'{\n  "a": "2026-01-02",\n  "b": 1\n}'
     with pytest.raises(AlreadyExists):
         store.write_json("j.json", {}, overwrite=False)
-    frame = pd.DataFrame({"x": [1, 2]})
+    frame = pd.DataFrame({"x": [1, 2]}, index=[5, 6])  # the index is not stored
     store.write_frame("f.parquet", frame, overwrite=False)
     with pytest.raises(AlreadyExists):
         store.write_frame("f.parquet", frame, overwrite=False)
-    assert store.read_frame("f.parquet").equals(frame)
+    store.write_frame("f.parquet", frame.iloc[:1])
+    assert store.read_frame("f.parquet").equals(frame.iloc[:1].reset_index(drop=True))
 
 
 def test_errors_name_the_key_they_concern(store):
@@ -352,9 +353,11 @@ def test_a_transient_local_write_error_stays_retryable(tmp_path, monkeypatch):
 
 
 def test_split_uri_of_each_kind(tmp_path):
-    store, key = split_uri("s3://bucket/a/b/valid.csv")
+    store, key = split_uri("s3://bucket/Xa/b/valid.csv")
     assert isinstance(store, S3Store) and key == "valid.csv"
-    assert (store.bucket, store.prefix, store.uri) == ("bucket", "a/b", "s3://bucket/a/b")
+    assert (store.bucket, store.prefix, store.uri) == ("bucket", "Xa/b", "s3://bucket/Xa/b")
+    store, key = split_uri(str(tmp_path / "a#1" / "valid.csv"))  # a path, not a URL
+    assert key == "valid.csv" and store.root == (tmp_path / "a#1").resolve()
     store, key = split_uri((tmp_path / "v" / "valid.csv").as_uri())
     assert isinstance(store, LocalStore) and key == "valid.csv"
     assert store.root == (tmp_path / "v").resolve()
@@ -405,4 +408,34 @@ def test_s3_error_codes_map_to_store_errors(s3_error_server, status, code, error
     with pytest.raises(error, match="s3://bucket/k") as failure:
         S3Store("bucket").write_bytes("k", b"x", overwrite=False)
     assert type(failure.value) is error and not isinstance(failure.value, PermanentError)
+    if error is StoreError:
+        for mode in ({}, {"if_match": "etag"}):
+            with pytest.raises(StoreError, match="^S3 put s3://bucket/k failed"):
+                S3Store("bucket").write_bytes("k", b"x", **mode)
 
+
+
+def test_only_a_local_key_can_escape(tmp_path):
+    """S3 keys are names, never paths: nothing escapes a bucket prefix."""
+    assert not S3Store("bucket", "p", client=object()).escapes("../x")
+    assert LocalStore(tmp_path).escapes("../x") and not LocalStore(tmp_path).escapes("a/../b")
+
+
+def test_a_local_write_goes_through_a_hidden_temp_file_beside_the_key(tmp_path, monkeypatch):
+    """A listing during a write never shows a half-written key: the temp file is a
+    dot-file in the key's own folder (same filesystem, so the rename is atomic)."""
+    import os
+
+    renamed, replace = [], os.replace
+    monkeypatch.setattr("genreflow.storage.os.replace",
+                        lambda src, dst: renamed.append(src) or replace(src, dst))
+    LocalStore(tmp_path).write_bytes("a/k.bin", b"x")
+    [temp] = renamed
+    assert os.path.dirname(temp) == str(tmp_path / "a")
+    assert os.path.basename(temp).startswith(".k.bin.")
+
+
+def test_a_file_is_no_store(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(BadStoreUri, match="f is a file, not a folder: it cannot be a store"):
+        LocalStore(tmp_path / "f")
