@@ -4,7 +4,6 @@ the licences of what a model was trained on."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -19,8 +18,6 @@ log = logging.getLogger("genreflow.cli")
 DEMO_TRACKS_PER_GENRE = 8
 DEMO_VALID_TRACKS_PER_GENRE = 3
 DEMO_TRAIN_SEED, DEMO_VALID_SEED = 1, 2
-ENV_CACHE = "GENREFLOW_CACHE"
-PROGRESS_BYTES = 4_000_000  # log download progress for files larger than this
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -107,107 +104,45 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def cache_dir(store, version: str) -> Path:
-    """Per store and version, so two stores never share a cached file of the same name."""
-    root = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "genreflow")
-    return root / hashlib.sha256(store.uri.encode()).hexdigest()[:12] / version
-
-
-def download(store, version: str, manifest: dict, dest: Path,
-             names: list[str] | None = None) -> dict[str, bytes]:
-    """Fetch files of a version, verify each sha256 (and the model's types), then write
-    them into ``dest``; names were checked to be plain when the manifest was read."""
-    contents = {}
-    for name in sorted(manifest["files"]) if names is None else names:
-        size = manifest["files"].get(name, {}).get("bytes", 0)
-        if size > PROGRESS_BYTES:
-            log.info("downloading %s of %s (%.1f MB)...", name, version, size / 1e6)
-        contents.update(registry.verify_files(store, version, manifest, [name]))
-        if size > PROGRESS_BYTES:
-            log.info("downloaded %s (%.1f MB), sha256 verified", name, size / 1e6)
-    if registry.MODEL_FILE in contents:
-        registry.check_trusted(contents[registry.MODEL_FILE])
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, data in {**contents, registry.MANIFEST_FILE: registry.json_bytes(manifest)}.items():
-        tmp = dest / f".{name}.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, dest / name)
-    return contents
-
-
 def cmd_pull(args: argparse.Namespace) -> int:
+    from genreflow import serving
+
     store = _store(args)
     version, manifest = registry.resolve(store, args.version)
-    dest = Path(args.dest) if args.dest else cache_dir(store, version)
-    contents = download(store, version, manifest, dest)
+    dest = Path(args.dest) if args.dest else serving.cache_dir(store, version)
+    contents = serving.download(store, version, manifest, dest)
     print(f"pulled {version}: {len(contents)} files, sha256 and model types verified "
           f"-> {dest}")
     return 0
 
 
-def cached_model(store, version: str | None):
-    """(version, manifest, model): the cached copy when its sha256 matches the manifest."""
-    version, manifest = registry.resolve(store, version)
-    path = cache_dir(store, version) / registry.MODEL_FILE
-    expected = manifest.get("files", {}).get(registry.MODEL_FILE, {}).get("sha256")
-    data = path.read_bytes() if path.is_file() else b""
-    if registry.sha256_hex(data) != expected:
-        if data:
-            log.warning("cached %s does not match its manifest; downloading it again", path)
-        data = download(store, version, manifest, path.parent, [path.name])[path.name]
-    return version, manifest, registry.load_model_bytes(data)
-
-
-def predict_file(model, path: Path) -> dict:
-    """Song genre by the soft vote evaluation.py validates (mean segment probabilities),
-    with the probability of every genre, largest first."""
-    import numpy as np
-    import pandas as pd
-
-    from genreflow.evaluation import song_genres, song_probabilities
-    from genreflow.extraction import extract_audio_features
-    from genreflow.features.names import FEATURE_NAMES
-
-    features = pd.DataFrame(extract_audio_features(path, str(path)), columns=FEATURE_NAMES)
-    proba = model.predict_proba(features)
-    song = song_probabilities(np.zeros(len(proba)), proba, model.classes_)
-    ranked = song.iloc[0].sort_values(ascending=False, kind="stable")
-    return {
-        "file": str(path), "genre": str(song_genres(song).iloc[0]), "segments": len(proba),
-        "probabilities": {str(g): round(float(p), 6) for g, p in ranked.items()},
-    }
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from genreflow.audio import AudioError
-    from genreflow.features.names import FEATURE_NAMES
+    """Every file through serving.predict, the function `genreflow serve` answers with."""
+    from genreflow import serving
 
-    store = _store(args)
-    version, manifest, model = cached_model(store, args.version)
-    if manifest.get("feature_names", FEATURE_NAMES) != FEATURE_NAMES:
-        raise registry.RegistryError(f"model {version} expects other features than this code")
-    if manifest.get("synthetic_demo"):
+    served = serving.load(_store(args), args.version)
+    if served.synthetic_demo:
         log.warning("model %s was trained on the synthetic demo corpus (`genreflow demo`): "
                     "its genres say nothing about real music; train on real audio first",
-                    version)
+                    served.version)
     results, failed = [], 0
     for name in args.files:
         try:
-            result = predict_file(model, Path(name))
-        except (AudioError, OSError) as exc:
+            result = serving.predict(served, Path(name), name)
+        except (serving.AudioError, OSError) as exc:
             failed += 1
-            result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
+            result = {"file": name, "error": f"{type(exc).__name__}: {exc}",
+                      "version": served.version, "synthetic_demo": served.synthetic_demo}
             print(f"genreflow: error: {exc}", file=sys.stderr)  # names the file
-        results.append({**result, "version": version,
-                        "synthetic_demo": bool(manifest.get("synthetic_demo"))})
+        results.append(result)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for row in (r for r in results if "error" not in r):
             top = ", ".join(f"{g} {p:.3f}" for g, p in list(row["probabilities"].items())[:3])
             print(f"{row['file']}: {row['genre']} ({row['segments']} segments)  top-3: {top}")
-    log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed, version,
-             failed)
+    log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed,
+             served.version, failed)
     return 1 if failed else 0
 
 
@@ -282,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", parents=[store], help="download a model, sha256 verified")
     pull.add_argument("--version", help="version (default: latest)")
-    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE})")
+    pull.add_argument("--dest", help="folder (default: the cache, $GENREFLOW_CACHE)")
     pull.set_defaults(func=cmd_pull)
 
     predict = sub.add_parser("predict", parents=[store], help="genre of audio files")

@@ -37,6 +37,15 @@ def extract_audio_features(source: bytes | Path, name: str = "") -> np.ndarray:
     return segment_features(split_segments(load_audio(source, name)))
 
 
+def model_input(source: bytes | Path, name: str, manifest: dict) -> pandas.DataFrame:  # noqa: F821
+    """The feature table `manifest`'s model needs for one audio file (one row per 3-s segment)."""
+    import pandas as pd
+
+    from genreflow.features.names import FEATURE_NAMES
+
+    return pd.DataFrame(extract_audio_features(source, name), columns=FEATURE_NAMES)
+
+
 def warm_numba_cache() -> None:
     """Compile every numba kernel the extractors use, once, in this one process.
 
