@@ -146,6 +146,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """An HTTP server following latest (genreflow.server); the token only from the
+    environment, so it never shows in a process list."""
+    from genreflow.server import ENV_TOKEN, Limits, serve
+
+    limits = Limits(max_bytes=int(args.max_upload_mb * 1_000_000), max_seconds=args.max_seconds,
+                    upload_timeout=args.upload_timeout, pending=args.pending,
+                    workers=args.workers)
+    serve(_store(args), args.host, args.port, limits, poll=args.poll,
+          token=os.environ.get(ENV_TOKEN) or None)
+    return 0
+
+
 def cmd_warm_cache(args: argparse.Namespace) -> int:
     import time
 
@@ -225,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", help="version (default: latest)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+
+    serve = sub.add_parser("serve", parents=[store], help="an HTTP server classifying uploads "
+                           "with the latest model, following latest as it moves")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: loopback only); elsewhere, set "
+                       "GENREFLOW_SERVE_TOKEN to require a bearer token")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="feature worker processes")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0)
+    serve.add_argument("--max-seconds", type=float, default=600.0,
+                       help="longest audio accepted, read from the file's header")
+    serve.add_argument("--upload-timeout", type=float, default=30.0,
+                       help="seconds an upload may take to arrive")
+    serve.add_argument("--pending", type=int, default=8,
+                       help="uploads held in memory at once (more wait, unread)")
+    serve.add_argument("--poll", type=float, default=2.0,
+                       help="seconds between reads of latest.json (0: every request)")
+    serve.set_defaults(func=cmd_serve)
 
     licences = sub.add_parser("licences", parents=[store],
                               help="the tracks a model was trained on, with their licences")

@@ -122,14 +122,12 @@ def audio_seconds(data: bytes, name: str) -> float:
 
     import soundfile as sf
 
-    from genreflow.audio import UndecodableAudio
+    from genreflow.audio import SAMPLE_RATE, decode
 
     try:
         info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # soundfile raises several types for foreign bytes
-        raise UndecodableAudio(f"{name}: not an audio file this server decodes "
-                               f"({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
-                               ) from exc
+    except Exception:  # soundfile raises several types for foreign bytes
+        return decode(data, name).size / SAMPLE_RATE  # UndecodableAudio, in plain words
     return float(info.frames) / float(info.samplerate or 1)
 
 
