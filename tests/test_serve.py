@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -187,13 +188,29 @@ def test_a_tampered_version_is_never_served(tmp_path, trained, start_server):
     assert server.get("/health").json()["last_reload_error"] is None
 
 
-def send_partial(url: str, body: bytes, announced: int) -> bytes:
-    """A client that announces ``announced`` bytes, sends ``body`` and stops."""
+def raw_post(url: str, headers: str, chunks) -> bytes:
+    """POST /predict over a bare socket: ``chunks`` are sent from a thread (until the
+    server stops reading), and the answer is read until its JSON body ends."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-                     + f"Content-Length: {announced}\r\n\r\n".encode() + body)
-        return sock.recv(65536)
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+
+        def send():
+            try:
+                for chunk in chunks:
+                    sock.sendall(chunk)
+            except OSError:
+                pass  # the server answered and closed
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        reply = b""
+        while not reply.endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+        return reply
 
 
 def test_bad_uploads_get_a_4xx_with_a_reason(tmp_path, trained, start_server):
@@ -230,10 +247,15 @@ def test_bad_uploads_get_a_4xx_with_a_reason(tmp_path, trained, start_server):
         assert reason in answer.json()["detail"], (case, answer.text)
         good = server.post(ok)
         assert good.status_code == 200 and good.json()["segments"] == 1, (case, good.text)
-    started = time.monotonic()
-    reply = send_partial(server.url, ok[:1000], announced=len(ok))  # stops mid-upload
+    started = time.monotonic()  # a client that stops mid-upload holds its slot 2 s only
+    reply = raw_post(server.url, f"Content-Length: {len(ok)}\r\n", [ok[:1000]])
     assert reply.startswith(b"HTTP/1.1 408") and b"not complete within 2 s" in reply, reply
     assert time.monotonic() - started < 15
+    endless = (b"100000\r\n" + bytes(0x100000) + b"\r\n" for _ in range(40))  # 40 MB
+    reply = raw_post(server.url, "Transfer-Encoding: chunked\r\n", endless)  # no length:
+    assert reply.startswith(b"HTTP/1.1 413"), reply  # cut while it streams, not stored
+    reply = raw_post(server.url, "Content-Length: 10000000000\r\n", [ok])
+    assert reply.startswith(b"HTTP/1.1 413"), reply  # 10 GB announced: refused unread
     assert server.post(ok).status_code == 200
     assert server.process.poll() is None
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ENV_TOKEN = "GENREFLOW_SERVE_TOKEN"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a form
-DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read and dropped up to this, then cut
+DRAIN_LIMIT = 16 * 1024 * 1024  # an oversize body is read and dropped up to this, then cut
 # The answer to each refusal of the audio (any other AudioError: 422).
 STATUS = {serving.TooLongAudio: 413, UndecodableAudio: 415, TooShortAudio: 422,
           SilentAudio: 422}
