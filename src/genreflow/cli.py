@@ -117,24 +117,23 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Every file through serving.predict, the function `genreflow serve` answers with."""
+    """Every file through serving's features and classify, as `genreflow serve` answers."""
     from genreflow import serving
 
-    served = serving.load(_store(args), args.version)
+    served, outcomes = serving.predict_files(_store(args), args.version,
+                                             [Path(name) for name in args.files])
     if served.synthetic_demo:
         log.warning("model %s was trained on the synthetic demo corpus (`genreflow demo`): "
                     "its genres say nothing about real music; train on real audio first",
                     served.version)
     results, failed = [], 0
-    for name in args.files:
-        try:
-            result = serving.predict(served, Path(name), name)
-        except (serving.AudioError, OSError) as exc:
+    for name, outcome in zip(args.files, outcomes, strict=True):
+        if isinstance(outcome, Exception):
             failed += 1
-            result = {"file": name, "error": f"{type(exc).__name__}: {exc}",
-                      "version": served.version, "synthetic_demo": served.synthetic_demo}
-            print(f"genreflow: error: {exc}", file=sys.stderr)  # names the file
-        results.append(result)
+            print(f"genreflow: error: {outcome}", file=sys.stderr)  # names the file
+            outcome = {"file": name, "error": f"{type(outcome).__name__}: {outcome}",
+                       "version": served.version, "synthetic_demo": served.synthetic_demo}
+        results.append(outcome)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

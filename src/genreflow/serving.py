@@ -99,9 +99,9 @@ def check_servable(version: str, manifest: dict) -> None:
         raise registry.RegistryError(f"model {version} expects other features than this code")
 
 
-def load(store, version: str | None = None) -> Served:
-    """``version``, or the champion (its manifest checked against latest.json), loaded
-    from the verified cache."""
+def resolve(store, version: str | None = None) -> tuple[str, dict, str | None]:
+    """(version, manifest, the manifest sha256 latest.json named or None) of ``version``
+    or of the champion, checked to be servable by this code."""
     if version is None:
         pointer = registry.read_latest(store)
         if pointer is None:
@@ -112,8 +112,61 @@ def load(store, version: str | None = None) -> Served:
     else:
         expected, manifest = None, registry.read_manifest(store, version)
     check_servable(version, manifest)
+    return version, manifest, expected
+
+
+def load(store, version: str | None = None) -> Served:
+    """``version``, or the champion (its manifest checked against latest.json), loaded
+    from the verified cache."""
+    version, manifest, expected = resolve(store, version)
     model = registry.load_model_bytes(model_bytes(store, version, manifest))
     return Served(version, manifest, model, manifest_sha256=expected)
+
+
+def predict_files(store, version: str | None, paths: list[Path]) -> tuple[Served, list]:
+    """The served version and, per file, :func:`predict`'s result or the AudioError or
+    OSError that refused it.
+
+    For a one-shot command: the files are featurised in a forked child process while
+    this one loads the model, so the two import-heavy halves (librosa/numba and
+    skops/scikit-learn, about a second each) overlap on two cores instead of adding up.
+    The child runs :func:`features`, this process :func:`classify`: what predict does.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    version, manifest, expected = resolve(store, version)
+    pool = _fork_pool()
+    jobs = [pool.submit(features, path, str(path), manifest) for path in paths] if pool \
+        else []
+    try:
+        model = registry.load_model_bytes(model_bytes(store, version, manifest))
+        served = Served(version, manifest, model, manifest_sha256=expected)
+        results = []
+        for i, path in enumerate(paths):
+            try:
+                try:
+                    table = jobs[i].result() if pool else features(path, str(path), manifest)
+                except BrokenProcessPool:  # the child died (killed?): featurise here
+                    table = features(path, str(path), manifest)
+                results.append(classify(served, table, str(path)))
+            except (AudioError, OSError) as exc:
+                results.append(exc)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return served, results
+
+
+def _fork_pool():
+    """One forked worker (cheap to start: it inherits this process), where fork is safe
+    (Linux); None elsewhere, and the files are featurised here, after the model loads."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    if sys.platform != "linux" or multiprocessing.current_process().daemon:
+        return None
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
 
 
 def audio_seconds(data: bytes, name: str) -> float:
