@@ -274,3 +274,42 @@ def test_the_token_is_required_when_set(tmp_path, trained, start_server):
     assert server.post(audio, headers=right).json()["version"] == version
     assert server.get("/version", headers=right).json()["version"] == version
     assert server.get("/health").json()["version"] == version  # for liveness probes
+
+
+def test_try_a_clip_on_the_registry_page_answers_as_the_cli(tmp_path, trained, capsys):
+    """The page's form, with the older of two versions chosen: that version's numbers,
+    the same as `genreflow predict --version`; a file that is not audio gets its 415."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from genreflow.registry_view import create_app
+
+    model, songs = trained
+    uri = str(tmp_path / "store")
+    store = open_store(uri)
+    older = publish_model(store, model)
+    publish_model(store, model)
+    client = TestClient(create_app(uri))
+    form = client.get("/try", params={"version": older})
+    assert form.status_code == 200 and f'value="{older}" selected' in form.text
+
+    answer = client.post("/try", data={"version": older},
+                         files={"file": (songs[0].name, songs[0].read_bytes(), "audio/wav")})
+    assert answer.status_code == 200, answer.text
+    os.environ["GENREFLOW_CACHE"] = str(tmp_path / "cli-cache")
+    try:
+        assert main(["predict", str(songs[0]), "--store", uri, "--version", older,
+                     "--json"]) == 0
+    finally:
+        del os.environ["GENREFLOW_CACHE"]
+    want = json.loads(capsys.readouterr().out)[0]
+    shown = dict(re.findall(r"<tr(?: class=\"chosen\")?><td>(\w+)</td><td class=\"num\">"
+                            r"([0-9.]+)</td>", answer.text))
+    assert {g: float(p) for g, p in shown.items()} == want["probabilities"]
+    assert f'<span class="genre">{want["genre"]}</span>' in answer.text
+    assert f">{older}</a>\nfrom 3 segment(s)" in answer.text
+
+    refused = client.post("/try", data={"version": older},
+                          files={"file": ("notes.txt", b"not audio at all" * 100)})
+    assert refused.status_code == 415 and "notes.txt: cannot decode audio" in refused.text

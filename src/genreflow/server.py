@@ -53,6 +53,10 @@ class Limits:
     workers: int = 2  # feature processes
 
 
+def audio_status(exc: Exception) -> int:
+    return next((status for kind, status in STATUS.items() if isinstance(exc, kind)), 422)
+
+
 class UploadRefused(Exception):
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
@@ -107,9 +111,10 @@ def new_pool(workers: int, manifest: dict) -> ProcessPoolExecutor:
                                initializer=_init_worker, initargs=(manifest,))
 
 
-async def read_upload(request: Request, limits: Limits) -> tuple[bytes, str]:
-    """The audio file's bytes and name, from a raw body or a multipart form's file;
-    UploadRefused for an oversize (413), empty (400) or malformed (400) upload."""
+async def read_upload(request: Request, limits: Limits) -> tuple[bytes, str, dict]:
+    """The audio file's bytes and name (and a form's other fields), from a raw body or a
+    multipart form's file; UploadRefused for an oversize (413), empty (400) or malformed
+    (400) upload."""
     cap = limits.max_bytes
     content_type = request.headers.get("content-type", "")
     multipart = content_type.startswith("multipart/form-data")
@@ -131,7 +136,7 @@ async def read_upload(request: Request, limits: Limits) -> tuple[bytes, str]:
                 raise too_large
             yield chunk
 
-    name = request.query_params.get("name") or "upload"
+    name, fields = request.query_params.get("name") or "upload", {}
     if multipart:
         parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=10,
                                  max_part_size=64 * 1024)
@@ -143,6 +148,7 @@ async def read_upload(request: Request, limits: Limits) -> tuple[bytes, str]:
         if not files:
             raise UploadRefused(400, "the form has no file: send it as the field 'file'")
         data, name = await files[0].read(), files[0].filename or name
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
         await form.close()
     else:
         data = b"".join([chunk async for chunk in capped()])
@@ -151,7 +157,7 @@ async def read_upload(request: Request, limits: Limits) -> tuple[bytes, str]:
                                  "or as the form field 'file'")
     if len(data) > cap:
         raise too_large
-    return data, name
+    return data, name, fields
 
 
 def create_app(follower: serving.Follower, limits: Limits = Limits(),
@@ -220,7 +226,7 @@ def create_app(follower: serving.Follower, limits: Limits = Limits(),
         async with slots:
             try:
                 async with asyncio.timeout(limits.upload_timeout):
-                    data, name = await read_upload(request, limits)
+                    data, name, _ = await read_upload(request, limits)
             except UploadRefused as exc:
                 return refused(exc.status, exc.reason, type(exc).__name__)
             except TimeoutError:
@@ -229,8 +235,7 @@ def create_app(follower: serving.Follower, limits: Limits = Limits(),
             try:
                 table = await featurise(data, name, served.manifest)
             except serving.AudioError as exc:
-                status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 422)
-                return refused(status, str(exc), type(exc).__name__)
+                return refused(audio_status(exc), str(exc), type(exc).__name__)
             del data
             return await run_in_threadpool(serving.classify, served, table, name)
 
