@@ -182,7 +182,9 @@ def test_a_tampered_version_is_never_served(tmp_path, trained, start_server):
     assert server.post(audio).json()["version"] == good
     assert "BrokenPointer" in server.get("/health").json()["last_reload_error"]
 
-    registry.rollback(store, good)  # repairs the pointer (and it names the served version)
+    registry.rollback(store, good)  # repairs the pointer, to the version served: no error
+    assert server.post(audio).json()["version"] == good
+    assert server.get("/health").json()["last_reload_error"] is None
     fresh = publish_model(store, model)
     assert server.post(audio).json()["version"] == fresh
     assert server.get("/health").json()["last_reload_error"] is None

@@ -173,8 +173,8 @@ def create_app(follower: serving.Follower, limits: Limits = Limits(),
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*[loop.run_in_executor(state["pool"], _warm)
                                       for _ in range(limits.workers)])
-        log.info("%d feature worker process(es) ready (pids %s)", len(set(pids)),
-                 sorted(set(pids)))
+        log.info("feature pool ready: %d worker process(es) (first answers from pids %s)",
+                 limits.workers, sorted(set(pids)))
         poller = asyncio.create_task(poll())
         try:
             yield

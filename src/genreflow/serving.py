@@ -265,6 +265,7 @@ class Follower:
             key = (pointer["version"], pointer.get("manifest_sha256"))
             served = self.served
             if served is not None and key == (served.version, served.manifest_sha256):
+                self.error, self.error_at, self._failed = "", None, None  # e.g. rolled back
                 return
             if self._failed and self._failed[0] == key \
                     and time.monotonic() - self._failed[1] < self.retry:
