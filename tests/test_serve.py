@@ -315,3 +315,25 @@ def test_try_a_clip_on_the_registry_page_answers_as_the_cli(tmp_path, trained, c
     refused = client.post("/try", data={"version": older},
                           files={"file": ("notes.txt", b"not audio at all" * 100)})
     assert refused.status_code == 415 and "notes.txt: cannot decode audio" in refused.text
+
+
+def test_predict_files_forked_or_not_gives_the_same(tmp_path, trained, monkeypatch):
+    """`predict` featurises in a forked child (Linux) or, where fork is not safe, in this
+    process after the model loads: the same answers either way, bad files included."""
+    from genreflow import serving
+
+    model, songs = trained
+    store = open_store(str(tmp_path / "store"))
+    version = publish_model(store, model)
+    monkeypatch.setenv("GENREFLOW_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    paths = [songs[0], bad, tmp_path / "missing.wav", songs[1]]
+    served, forked = serving.predict_files(store, None, paths)
+    monkeypatch.setattr(serving, "_fork_pool", lambda: None)
+    _, here = serving.predict_files(store, None, paths)
+    assert served.version == version
+    assert [type(r).__name__ if isinstance(r, Exception) else r for r in forked] == [
+        type(r).__name__ if isinstance(r, Exception) else r for r in here] == [
+        forked[0], "UndecodableAudio", "FileNotFoundError", forked[3]]
+    assert forked[0] == serving.predict(served, songs[0], str(songs[0]))
