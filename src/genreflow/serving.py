@@ -127,10 +127,11 @@ def predict_files(store, version: str | None, paths: list[Path]) -> tuple[Served
     """The served version and, per file, :func:`predict`'s result or the AudioError or
     OSError that refused it.
 
-    For a one-shot command: the files are featurised in a forked child process while
-    this one loads the model, so the two import-heavy halves (librosa/numba and
-    skops/scikit-learn, about a second each) overlap on two cores instead of adding up.
-    The child runs :func:`features`, this process :func:`classify`: what predict does.
+    For a one-shot command, whose time goes to imports: what both halves import (pandas,
+    scipy) is imported once, then the files are featurised in a forked child process
+    (librosa, numba) while this one imports scikit-learn and skops and loads the model,
+    so the two halves overlap on two cores instead of adding up. The child runs
+    :func:`features`, this process :func:`classify`: what :func:`predict` does.
     """
     from concurrent.futures.process import BrokenProcessPool
 
@@ -166,6 +167,11 @@ def _fork_pool():
 
     if sys.platform != "linux" or multiprocessing.current_process().daemon:
         return None
+    import pandas  # noqa: F401  (imported by both halves: once, before the fork)
+    import scipy.fft  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+    import scipy.stats  # noqa: F401
+
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
 
 
