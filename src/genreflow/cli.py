@@ -150,6 +150,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     environment, so it never shows in a process list."""
     from genreflow.server import ENV_TOKEN, Limits, serve
 
+    if min(args.workers, args.pending) < 1 or min(args.max_upload_mb, args.max_seconds,
+                                                   args.upload_timeout) <= 0:
+        print("genreflow: error: --workers and --pending need at least 1, the limits a "
+              "positive number", file=sys.stderr)
+        return 2
     limits = Limits(max_bytes=int(args.max_upload_mb * 1_000_000), max_seconds=args.max_seconds,
                     upload_timeout=args.upload_timeout, pending=args.pending,
                     workers=args.workers)
