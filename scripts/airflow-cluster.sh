@@ -2,7 +2,8 @@
 # `make cluster`: docker-compose.yaml's deployment without docker, on this machine.
 # PostgreSQL and Redis from the Debian packages, an S3 server (moto on loopback, or the
 # endpoint in GENREFLOW_CLUSTER_S3_ENDPOINT), then Airflow's api-server, scheduler,
-# dag-processor, triggerer and two Celery workers with distinct hostnames. Every Airflow
+# dag-processor, triggerer and two Celery workers with distinct hostnames, and
+# `genreflow serve` on loopback reading the same bucket's latest model. Every Airflow
 # process gets deploy/airflow.env (the file compose's Airflow services use) and then
 # deploy/local-overlay.sh (loopback ports and local folders where compose has service
 # names and volumes). Each process runs in a session of its own (so do the processes it
@@ -23,6 +24,7 @@
 #   GENREFLOW_CLUSTER_PASSWORD     the admin password (default: random, kept in the folder)
 #   GENREFLOW_CLUSTER_DEMO         1 (default): upload demo tracks and valid.csv to the
 #                                  bucket when it has no valid.csv yet; 0: leave it empty
+#   GENREFLOW_CLUSTER_SERVE_PORT   port of `genreflow serve` on 127.0.0.1 (default: free)
 # Anything else in the environment (GENREFLOW_CONFIG, AIRFLOW__... not set by the two
 # files) reaches every process unchanged.
 set -euo pipefail
@@ -102,7 +104,7 @@ stop_all() {
   for file in "$PIDS"/worker-*.pid; do
     [[ -e $file ]] && workers+=("$(basename "$file" .pid)")
   done
-  stop_components "${workers[@]}" "${AIRFLOW_SERVICES[@]}"
+  stop_components serve "${workers[@]}" "${AIRFLOW_SERVICES[@]}"
   stop_components s3 redis postgres
   say "stopped"
 }
@@ -228,10 +230,11 @@ start() {
   trap 'stop_all' EXIT
 
   local workers=${GENREFLOW_CLUSTER_WORKERS:-2} ports
-  read -r -a ports <<< "$(free_ports $((6 + workers)))"
+  read -r -a ports <<< "$(free_ports $((7 + workers)))"
   PG_PORT=${ports[0]} REDIS_PORT=${ports[1]} API_PORT=${ports[2]} S3_PORT=${ports[3]}
   SCHEDULER_HEALTH_PORT=${ports[4]} TRIGGER_LOG_PORT=${ports[5]}
-  local worker_log_ports=("${ports[@]:6}")
+  SERVE_PORT=${GENREFLOW_CLUSTER_SERVE_PORT:-${ports[6]}}
+  local worker_log_ports=("${ports[@]:7}")
 
   start_postgres
   start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$CLUSTER_DIR/redis" \
@@ -273,8 +276,11 @@ for _ in range(3): print(secrets.token_urlsafe(24))' > "$CLUSTER_DIR/secrets"
       AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="${worker_log_ports[$((i - 1))]}" \
       airflow celery worker --celery-hostname "worker-$i@%h"
   done
+  # Answers 503 until the first run publishes a model, then follows latest.json.
+  start_bg serve genreflow serve --host 127.0.0.1 --port "$SERVE_PORT" --workers 1
   local url="http://127.0.0.1:$API_PORT"
   wait_for "the API server" api-server 180 curl -fsS "$url/api/v2/monitor/health"
+  wait_for "genreflow serve" serve 180 curl -sS "http://127.0.0.1:$SERVE_PORT/health"
   for i in $(seq 1 "$workers"); do
     wait_for "Celery worker $i" "worker-$i" 180 grep -q "ready\." "$LOGS/worker-$i.log"
   done
@@ -282,6 +288,7 @@ for _ in range(3): print(secrets.token_urlsafe(24))' > "$CLUSTER_DIR/secrets"
     echo "GENREFLOW_CLUSTER_URL=$url"
     echo "GENREFLOW_CLUSTER_PASSWORD=$password"
     echo "GENREFLOW_CLUSTER_WORKERS=$workers"
+    echo "GENREFLOW_CLUSTER_SERVE_URL=http://127.0.0.1:$SERVE_PORT"
   } >> "$CLUSTER_DIR/cluster.env"
 
   printf '\n==== genreflow: Airflow cluster is up (CeleryExecutor, %s workers) ====\n' "$workers"
@@ -289,6 +296,8 @@ for _ in range(3): print(secrets.token_urlsafe(24))' > "$CLUSTER_DIR/secrets"
   printf '  S3:        %s  (keys %s / %s), bucket %s\n' "$S3_ENDPOINT" "$S3_KEY" "$S3_SECRET" \
     "$(python -c 'import sys; from urllib.parse import urlparse; print(urlparse(sys.argv[1]).netloc)' "$GENREFLOW_STORE")"
   printf '  Postgres:  127.0.0.1:%s   Redis: 127.0.0.1:%s\n' "$PG_PORT" "$REDIS_PORT"
+  printf '  Serve:     http://127.0.0.1:%s  (POST /predict, GET /health: docs/models.md)\n' \
+    "$SERVE_PORT"
   printf '  Logs:      %s/<process>.log (Airflow task logs: %s/logs)\n' "$LOGS" "$AIRFLOW_HOME"
   printf '  CLI:       set -a; . %s; set +a; airflow dags list\n' "$CLUSTER_DIR/cluster.env"
   printf '  Stop:      Ctrl-C here, or %s stop\n' "$0"

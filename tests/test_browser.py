@@ -4,7 +4,8 @@ Debian's chromium (scripts/install-test-deps.sh) driven by the playwright packag
 browser download): log in, see the weekly schedule in the DAG list, trigger a run with
 the form's defaults and watch it succeed, read the validate log (the ROC-AUC line within
 the log viewer, no deprecation warnings in any task log), open the Model registry from
-the Browse menu, open a plot and come back, roll back with the typed confirmation.
+the Browse menu, open a plot and come back, roll back with the typed confirmation, try
+a clip (a real file's probabilities from a chosen version, as `genreflow predict` gives).
 Screenshots go to the test's tmp dir (the path is printed) for a person to look at.
 """
 
@@ -24,6 +25,7 @@ import requests
 from test_e2e_api import DAG_ID, RUN_TIMEOUT, STARTUP_TIMEOUT, standalone
 
 from genreflow import registry
+from genreflow.cli import main as genreflow_cli
 from genreflow.storage import LocalStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.airflow]
@@ -150,7 +152,7 @@ def older_copy(store: LocalStore, version: str) -> str:
 
 
 def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
-    standalone_env, tmp_path, browser_page
+    standalone_env, tmp_path, browser_page, demo_corpus, capsys
 ):
     env, home, port = standalone_env
     env = {**env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer"}
@@ -274,6 +276,31 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         assert older in frame.locator("table.versions tr.current").inner_text()
         screens.shot("registry-after-rollback")
 
+        # Try a clip: a real file through the run's model (no longer latest), chosen in
+        # the form; the page shows what `genreflow predict --version` says.
+        song = sorted(demo_corpus["root"].joinpath("valid-audio").glob("*/*.wav"))[0]
+        frame.get_by_role("link", name="Try a clip").click()
+        form = frame.locator("form.try")
+        form.locator("select[name=version]").select_option(version)
+        form.locator("input[name=file]").set_input_files(str(song))
+        form.get_by_role("button", name="Classify").click()
+        frame.locator("h2.result").wait_for()
+        screens.shot("try-a-clip")
+        shown = {cells.nth(0).inner_text(): float(cells.nth(1).inner_text()) for cells in (
+            row.locator("td") for row in frame.locator("table.probabilities tbody tr").all())}
+        cache = tmp_path / "cli-cache"
+        os.environ["GENREFLOW_CACHE"] = str(cache)
+        try:
+            assert genreflow_cli(["predict", str(song), "--store", str(store.root),
+                                  "--version", version, "--json"]) == 0
+        finally:
+            del os.environ["GENREFLOW_CACHE"]
+        want = json.loads(capsys.readouterr().out)[0]
+        assert shown == want["probabilities"] and len(shown) == 3
+        assert frame.locator("h2.result .genre").inner_text() == want["genre"]
+        assert f"answered by {version}" in frame.locator("p.sub").last.inner_text()
+        frame.get_by_role("link", name="all versions").click()
+
         # A version's run opens in the whole window, as Airflow's own run page (the
         # iframe is sandboxed: the page moves Airflow's router, it cannot navigate).
         frame.locator("table.versions tr.current").get_by_role("link", name=run_id).click()
@@ -281,4 +308,4 @@ def test_operator_runs_reads_and_rolls_back_in_the_airflow_ui(
         page.get_by_text("Task Instances").first.wait_for()
         assert page.locator("iframe").count() == 0
         screens.shot("run-from-registry")
-    assert len(screens.taken) >= 13
+    assert len(screens.taken) >= 14

@@ -15,7 +15,8 @@ import pytest
 from test_registry import TINY, Sneaky, publish_model
 
 from genreflow import registry
-from genreflow.cli import cache_dir, main
+from genreflow.cli import main
+from genreflow.serving import cache_dir
 from genreflow.storage import open_store
 
 GENREFLOW = Path(sys.executable).parent / "genreflow"

@@ -288,8 +288,10 @@ def test_worker_killed_during_extract_is_retried_on_the_other(cluster, tmp_path)
 
 
 def test_stop_leaves_no_process_running(cluster):
-    assert cluster.processes("postgres", "redis", "s3", "api-server", "scheduler"), \
+    assert cluster.processes("postgres", "redis", "s3", "api-server", "scheduler", "serve"), \
         "the deployment is not running"
+    health = requests.get(f"{cluster.values['GENREFLOW_CLUSTER_SERVE_URL']}/health", timeout=30)
+    assert health.json()["store"] == cluster.values["GENREFLOW_STORE"], health.text
     cluster.process.send_signal(signal.SIGTERM)  # what Ctrl-C in the script's shell does
     assert cluster.process.wait(timeout=180) == 0
     assert not cluster.processes()

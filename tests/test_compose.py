@@ -335,3 +335,18 @@ def test_docker_compose_config_validates():
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_serve_reads_the_same_bucket_on_loopback_with_a_token(compose, services):
+    """genreflow-serve: the pipeline's image and settings (so the same GENREFLOW_STORE),
+    published on the host's loopback only, and a bearer token since it binds 0.0.0.0."""
+    serve = services["genreflow-serve"]
+    assert serve["image"] == compose["x-airflow-common"]["image"]
+    assert serve["env_file"] == ["deploy/airflow.env"]
+    assert "GENREFLOW_STORE" in read_env_file(SHARED_ENV)
+    assert serve["entrypoint"] == ["genreflow"]
+    assert command_text(serve).startswith("serve --host 0.0.0.0 --port 8000")
+    assert [interpolate(str(p)) for p in serve["ports"]] == ["127.0.0.1:8000:8000"]
+    assert interpolate(env_of(serve)["GENREFLOW_SERVE_TOKEN"])
+    assert env_of(serve)["AWS_ENDPOINT_URL"] == env_of(compose["x-airflow-common"])[
+        "AWS_ENDPOINT_URL"]

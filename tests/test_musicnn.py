@@ -94,18 +94,18 @@ def test_top_tags_on_real_clips_name_their_genre(real_clips):
 @pytest.mark.real_audio
 def test_a_model_on_the_embedding_gets_songs_of_another_source_right(real_clips):
     """Trained on GTZAN excerpts of three genres, asked about clips of other recordings."""
-    from genreflow.cli import predict_file
     from genreflow.dataset import build_table, labelled_audio
     from genreflow.model import DEFAULT, candidates, fit_model
+    from genreflow.serving import Served, predict
 
     genres = ("classical", "hiphop", "metal")
     train = [item for item in labelled_audio(real_clips) if item[1] in genres]
     table, failures = build_table(train, 1, ["musicnn"])
     assert not failures
     model = fit_model(table, candidates()[DEFAULT])
-    manifest = {"feature_sets": ["musicnn-v1"]}
+    served = Served("trained-here", {"feature_sets": ["musicnn-v1"]}, model)
     other = real_clips.parent / "ood-clips"
-    answers = [(genre, predict_file(model, manifest, clip)["genre"])
+    answers = [(genre, predict(served, clip, clip.name)["genre"])
                for genre in genres for clip in sorted((other / genre).iterdir())]
     accuracy = np.mean([truth == said for truth, said in answers])
     assert accuracy >= 0.6, answers  # chance is 1/3; songs never heard, from other sources

@@ -4,7 +4,6 @@ the licences of what a model was trained on."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -20,8 +19,6 @@ log = logging.getLogger("genreflow.cli")
 DEMO_TRACKS_PER_GENRE = 8
 DEMO_VALID_TRACKS_PER_GENRE = 3
 DEMO_TRAIN_SEED, DEMO_VALID_SEED = 1, 2
-ENV_CACHE = "GENREFLOW_CACHE"
-PROGRESS_BYTES = 4_000_000  # log download progress for files larger than this
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -135,34 +132,6 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def cache_dir(store, version: str) -> Path:
-    """Per store and version, so two stores never share a cached file of the same name."""
-    root = Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "genreflow")
-    return root / hashlib.sha256(store.uri.encode()).hexdigest()[:12] / version
-
-
-def download(store, version: str, manifest: dict, dest: Path,
-             names: list[str] | None = None) -> dict[str, bytes]:
-    """Fetch files of a version, verify each sha256 (and the model's types), then write
-    them into ``dest``; names were checked to be plain when the manifest was read."""
-    contents = {}
-    for name in sorted(manifest["files"]) if names is None else names:
-        size = manifest["files"].get(name, {}).get("bytes", 0)
-        if size > PROGRESS_BYTES:
-            log.info("downloading %s of %s (%.1f MB)...", name, version, size / 1e6)
-        contents.update(registry.verify_files(store, version, manifest, [name]))
-        if size > PROGRESS_BYTES:
-            log.info("downloaded %s (%.1f MB), sha256 verified", name, size / 1e6)
-    if registry.MODEL_FILE in contents:
-        registry.check_trusted(contents[registry.MODEL_FILE])
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, data in {**contents, registry.MANIFEST_FILE: registry.json_bytes(manifest)}.items():
-        tmp = dest / f".{name}.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, dest / name)
-    return contents
-
-
 def check_pull_dest(dest: Path, replace: bool) -> None:
     """A folder ``pull --dest`` may write into: absent, empty, or (``replace``) one whose
     files of the same names the user agreed to lose; never a file or under one."""
@@ -173,79 +142,64 @@ def check_pull_dest(dest: Path, replace: bool) -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from genreflow import serving
+
     store = _store(args)
     if args.dest:
         check_pull_dest(Path(args.dest), args.replace)
     version, manifest = registry.resolve(store, args.version)
-    dest = Path(args.dest) if args.dest else cache_dir(store, version)
-    contents = download(store, version, manifest, dest)
+    dest = Path(args.dest) if args.dest else serving.cache_dir(store, version)
+    contents = serving.download(store, version, manifest, dest)
     print(f"pulled {version}: {len(contents)} files, sha256 and model types verified "
           f"-> {dest}")
     return 0
 
 
-def cached_model(store, version: str | None):
-    """(version, manifest, model): the cached copy when its sha256 matches the manifest."""
-    version, manifest = registry.resolve(store, version)
-    path = cache_dir(store, version) / registry.MODEL_FILE
-    expected = manifest.get("files", {}).get(registry.MODEL_FILE, {}).get("sha256")
-    data = path.read_bytes() if path.is_file() else b""
-    if registry.sha256_hex(data) != expected:
-        if data:
-            log.warning("cached %s does not match its manifest; downloading it again", path)
-        data = download(store, version, manifest, path.parent, [path.name])[path.name]
-    return version, manifest, registry.load_model_bytes(data)
-
-
-def predict_file(model, manifest: dict, path: Path) -> dict:
-    """Song genre by the soft vote evaluation.py validates (mean segment probabilities),
-    with the probability of every genre, largest first; the features are exactly the
-    sets the model's manifest records."""
-    import numpy as np
-
-    from genreflow.evaluation import song_genres, song_probabilities
-    from genreflow.extraction import model_input
-
-    proba = model.predict_proba(model_input(path, str(path), manifest))
-    song = song_probabilities(np.zeros(len(proba)), proba, model.classes_)
-    ranked = song.iloc[0].sort_values(ascending=False, kind="stable")
-    return {
-        "file": str(path), "genre": str(song_genres(song).iloc[0]), "segments": len(proba),
-        "probabilities": {str(g): round(float(p), 6) for g, p in ranked.items()},
-    }
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from genreflow.audio import AudioError
-    from genreflow.features.sets import manifest_sets
+    """Every file through serving's features and classify, as `genreflow serve` answers."""
+    from genreflow import serving
 
-    store = _store(args)
-    version, manifest, model = cached_model(store, args.version)
-    log.info("model %s needs feature sets %s", version,
-             ", ".join(s.id for s in manifest_sets(manifest)))
-    if manifest.get("synthetic_demo"):
+    served, outcomes = serving.predict_files(_store(args), args.version,
+                                             [Path(name) for name in args.files])
+    if served.synthetic_demo:
         log.warning("model %s was trained on the synthetic demo corpus (`genreflow demo`): "
                     "its genres say nothing about real music; train on real audio first",
-                    version)
+                    served.version)
     results, failed = [], 0
-    for name in args.files:
-        try:
-            result = predict_file(model, manifest, Path(name))
-        except (AudioError, OSError) as exc:
+    for name, outcome in zip(args.files, outcomes, strict=True):
+        if isinstance(outcome, Exception):
             failed += 1
-            result = {"file": name, "error": f"{type(exc).__name__}: {exc}"}
-            print(f"genreflow: error: {exc}", file=sys.stderr)  # names the file
-        results.append({**result, "version": version,
-                        "synthetic_demo": bool(manifest.get("synthetic_demo"))})
+            print(f"genreflow: error: {outcome}", file=sys.stderr)  # names the file
+            outcome = {"file": name, "error": f"{type(outcome).__name__}: {outcome}",
+                       "version": served.version, "synthetic_demo": served.synthetic_demo}
+        results.append(outcome)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for row in (r for r in results if "error" not in r):
             top = ", ".join(f"{g} {p:.3f}" for g, p in list(row["probabilities"].items())[:3])
             print(f"{row['file']}: {row['genre']} ({row['segments']} segments)  top-3: {top}")
-    log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed, version,
-             failed)
+    log.info("predicted %d file(s) with model %s, %d failed", len(results) - failed,
+             served.version, failed)
     return 1 if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """An HTTP server following latest (genreflow.server); the token only from the
+    environment, so it never shows in a process list."""
+    from genreflow.server import ENV_TOKEN, Limits, serve
+
+    if min(args.workers, args.pending) < 1 or min(args.max_upload_mb, args.max_seconds,
+                                                   args.upload_timeout) <= 0:
+        print("genreflow: error: --workers and --pending need at least 1, the limits a "
+              "positive number", file=sys.stderr)
+        return 2
+    limits = Limits(max_bytes=int(args.max_upload_mb * 1_000_000), max_seconds=args.max_seconds,
+                    upload_timeout=args.upload_timeout, pending=args.pending,
+                    workers=args.workers)
+    serve(_store(args), args.host, args.port, limits, poll=args.poll,
+          token=os.environ.get(ENV_TOKEN) or None)
+    return 0
 
 
 def cmd_warm_cache(args: argparse.Namespace) -> int:
@@ -341,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pull = sub.add_parser("pull", parents=[store], help="download a model, sha256 verified")
     pull.add_argument("--version", help="version (default: latest)")
-    pull.add_argument("--dest", help=f"folder (default: the cache, ${ENV_CACHE}); "
+    pull.add_argument("--dest", help="folder (default: the cache, $GENREFLOW_CACHE); "
                       "refused when not empty, unless --replace")
     pull.add_argument("--replace", action="store_true",
                       help="in a non-empty --dest, overwrite the version's files (only those)")
@@ -352,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", help="version (default: latest)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+
+    serve = sub.add_parser("serve", parents=[store], help="an HTTP server classifying uploads "
+                           "with the latest model, following latest as it moves")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: loopback only); elsewhere, set "
+                       "GENREFLOW_SERVE_TOKEN to require a bearer token")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="feature worker processes")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0)
+    serve.add_argument("--max-seconds", type=float, default=600.0,
+                       help="longest audio accepted, read from the file's header")
+    serve.add_argument("--upload-timeout", type=float, default=30.0,
+                       help="seconds an upload may take to arrive")
+    serve.add_argument("--pending", type=int, default=8,
+                       help="uploads held in memory at once (more wait, unread)")
+    serve.add_argument("--poll", type=float, default=2.0,
+                       help="seconds between reads of latest.json (0: every request)")
+    serve.set_defaults(func=cmd_serve)
 
     licences = sub.add_parser("licences", parents=[store],
                               help="the tracks a model was trained on, with their licences")

@@ -6,23 +6,29 @@ login and supplies the links to DAG runs. It lists what ``registry.version_summa
 lists, in its order (the same rows as `genreflow models`); plots are the PNG files a
 manifest lists (checksum verified). The one write, rollback, is ``registry.rollback``
 (what `genreflow rollback` calls), behind its own guard and a typed confirmation.
+"Try a clip" classifies one uploaded file with a chosen version through serving.predict
+(what `genreflow predict` and `genreflow serve` answer with); the file is not kept.
 HTML comes from Jinja2 templates in genreflow/templates/registry with autoescaping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.concurrency import run_in_threadpool
 
-from genreflow import registry
+from genreflow import registry, serving
 from genreflow.config import load_settings
+from genreflow.server import Limits, UploadRefused, audio_status, read_upload
 from genreflow.storage import KeyNotFound, Store, StoreError, open_store
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,8 @@ TEMPLATES = Path(__file__).parent / "templates" / "registry"
 PROMOTED = {True: "held latest at some point", False: "never held latest",
             None: "promotion unknown (latest.json is broken)"}
 SUMMARY_ROWS = ("macro avg", "weighted avg")
+TRY_LIMITS = Limits(max_bytes=20_000_000, max_seconds=600.0, upload_timeout=60.0)
+TRY_AT_ONCE = 2  # clips classified at once in the API server (others wait)
 
 
 def _number(value, digits: int = 4) -> str:
@@ -123,6 +131,12 @@ def _model_choice(config) -> dict:
     }
 
 
+@lru_cache(maxsize=2)
+def served_version(store_uri: str, version: str) -> serving.Served:
+    """A version loaded once (versions are immutable; verified when loaded)."""
+    return serving.load(open_store(store_uri), version)
+
+
 def no_rollback() -> str:
     """The default rollback guard: refuse, since nobody logged in can be named."""
     raise HTTPException(403, "rollback needs a login: open the page through Airflow")
@@ -158,6 +172,8 @@ def create_app(
                                                         name=name),
             "file_url": lambda version, name: path("plot", version=version, name=name),
             "run_url": run_url or (lambda run_id: None),
+            "try_url": lambda version="": path("try_page") + (
+                f"?version={version}" if version else ""),
         }
 
     def read(action: Callable):
@@ -231,5 +247,48 @@ def create_app(
                     else "")
         target = request.url_for("version_page", version=version).path
         return RedirectResponse(f"{target}?done=rollback", status_code=303)
+
+    trying = asyncio.Semaphore(TRY_AT_ONCE)
+
+    def try_page_html(request: Request, store: Store, version: str = "", **extra) -> str:
+        rows = read(lambda: registry.version_summaries(store))
+        versions = [row for row in rows if "error" not in row]
+        latest = next((row["version"] for row in versions if row["latest"]), "")
+        return render("try.html", **links(request), versions=versions,
+                      chosen=version or latest, **{"result": None, "error": "", **extra})
+
+    @app.get("/try", response_class=HTMLResponse, name="try_page")
+    async def try_page(request: Request, version: str = "") -> str:
+        return await run_in_threadpool(try_page_html, request, open_registry(), version)
+
+    @app.post("/try", response_class=HTMLResponse, name="try_clip")
+    async def try_clip(request: Request) -> HTMLResponse:
+        """One uploaded file through serving.predict with the chosen version; refusals
+        (upload, audio, a version that fails verification) show on the page with a 4xx."""
+        store = open_registry()
+        version, status, extra = request.query_params.get("version", ""), 200, {}
+        async with trying:
+            try:
+                async with asyncio.timeout(TRY_LIMITS.upload_timeout):
+                    data, name, fields = await read_upload(request, TRY_LIMITS)
+                version = fields.get("version") or version
+                if not version:
+                    raise registry.NoModel("choose a version")
+                served = await run_in_threadpool(served_version, store.uri, version)
+                extra["result"] = await run_in_threadpool(
+                    serving.predict, served, data, name, TRY_LIMITS.max_seconds)
+                log.info("try a clip: %s -> %s by %s (%d segments)", name,
+                         extra["result"]["genre"], version, extra["result"]["segments"])
+            except UploadRefused as exc:
+                status, extra["error"] = exc.status, f"Not classified: {exc.reason}"
+            except TimeoutError:
+                status, extra["error"] = 408, "Not classified: the upload took too long"
+            except serving.AudioError as exc:
+                status, extra["error"] = audio_status(exc), f"Not classified: {exc}"
+            except registry.RegistryError as exc:
+                status = 409 if isinstance(exc, registry.TamperedFile) else 404
+                extra["error"] = f"Not classified: {type(exc).__name__}: {exc}"
+        html = await run_in_threadpool(try_page_html, request, store, version, **extra)
+        return HTMLResponse(html, status)
 
     return app
