@@ -46,9 +46,9 @@ def extract_with_outage(monkeypatch, proxy: FaultyProxy, after: int, seconds: fl
     once, when ``after`` tracks have been extracted and stored."""
     real = extraction.extract_many
 
-    def spy(jobs, workers=1):
+    def spy(jobs, workers=1, sets=("librosa",)):
         noted = ((extracted.append(key) or key, data) for key, data in jobs)
-        for result in real(noted, workers):
+        for result in real(noted, workers, sets):
             yield result  # the caller stores this track before asking for the next
             if len(extracted) == after:
                 proxy.down(seconds)
