@@ -123,3 +123,9 @@ def test_a_new_feature_set_reaches_every_catalogued_track_in_bounded_runs(tmp_pa
     snapshot = store.read_frame(done["snapshot_key"])
     assert set(SETS["musicnn"].columns) <= set(snapshot.columns)
     assert missing_sets(store, ok, BOTH) == {}
+
+
+def test_row_digests_of_no_rows_are_empty(make_table):
+    table = make_table(tracks=1, segments=2)
+    assert snapshot.row_digests(table.iloc[:0]) == {}
+    assert len(snapshot.row_digests(table)) == table["track_id"].nunique()
