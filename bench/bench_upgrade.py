@@ -26,6 +26,7 @@ from bench_weekly import synth_inbox
 from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.extraction import extract_many
+from genreflow.features.sets import SETS
 from genreflow.storage import LocalStore
 from genreflow.track_features import missing_sets, upgrade_tracks, write_features
 
@@ -44,7 +45,8 @@ def seed(store: LocalStore, files: list[Path]) -> list[dict]:
         raw_key = f"raw/{genre}/{sha}.wav"
         store.write_bytes(raw_key, data)
         n = 10
-        write_features(store, sha[:16], genre, rng.standard_normal((n, 311)), ["librosa"])
+        write_features(store, sha[:16], genre,
+                       rng.standard_normal((n, len(SETS["librosa"].columns))), ["librosa"])
         records.append({**dict.fromkeys(catalog.COLUMNS, ""), "key": f"inbox:{path.name}",
                         "source": "inbox", "source_id": path.name, "genre": genre,
                         "track_id": sha[:16], "sha256": sha, "raw_key": raw_key,

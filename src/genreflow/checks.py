@@ -177,7 +177,8 @@ def drift(previous, current, policy: CheckPolicy) -> dict:
 
     new = current[~current["track_id"].isin(set(previous["track_id"]))]
     compared = new if len(new) else current
-    names = columns([s for s in present_in(current.columns) if s in present_in(previous.columns)])
+    in_previous = present_in(previous.columns)
+    names = columns([s for s in present_in(current.columns) if s in in_previous])
     with np.errstate(all="ignore"):
         result = ks_2samp(previous[names].to_numpy(np.float64),
                           compared[names].to_numpy(np.float64), axis=0)

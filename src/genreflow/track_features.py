@@ -80,7 +80,7 @@ def upgrade_tracks(store: Store, known, items: list[dict], workers: int = 1) -> 
     missing = {i["key"]: tuple(i["missing"]) for i in items}
 
     def failed(key: str, reason: str) -> None:
-        records[key].update(status=catalog.FAILED, reason=reason, run_id=records[key]["run_id"])
+        records[key].update(status=catalog.FAILED, reason=reason)
         log.warning("failed %s: %s", key, reason)
 
     def raw_audio(keys: list[str]):
