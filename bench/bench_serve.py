@@ -35,19 +35,25 @@ GENREFLOW = [sys.executable, "-m", "genreflow.cli"]
 
 
 def train_and_publish(folder: Path, store_uri: str) -> str:
+    """The default model, trained on every feature set, published with the sets it reads
+    (what `genreflow predict` and the server then compute)."""
     from genreflow import registry
     from genreflow.dataset import build_table, labelled_audio
-    from genreflow.model import fit_model
+    from genreflow.features.sets import SETS, resolve
+    from genreflow.model import fit_model, needed_sets
     from genreflow.storage import open_store
 
-    table, failures = build_table(labelled_audio(folder), workers=1)
+    table, failures = build_table(labelled_audio(folder), workers=1, sets=tuple(SETS))
     model = fit_model(table)
+    sets = needed_sets(model)
     version = registry.new_version()
     registry.publish(open_store(store_uri), version,
                      {registry.MODEL_FILE: registry.dump_model(model)},
-                     {"metrics": {}, "n_training_segments": len(table)}, promote=True)
+                     {"metrics": {}, "n_training_segments": len(table), "feature_sets": sets,
+                      "feature_fingerprints": [s.fingerprint for s in resolve(sets)]},
+                     promote=True)
     print(f"trained on {table['track_id'].nunique()} clips ({len(table)} segments, "
-          f"{len(failures)} failed) -> {version}", flush=True)
+          f"{len(failures)} failed), feature sets {sets} -> {version}", flush=True)
     return version
 
 

@@ -67,7 +67,6 @@ def load_audio(source: str | Path | bytes, name: str = "") -> np.ndarray:
 
 def decode(data: bytes, label: str = "audio") -> np.ndarray:
     """The file's samples, mixed to mono and resampled to 22050 Hz."""
-    import librosa
     import soundfile as sf
 
     if not data:
@@ -79,7 +78,23 @@ def decode(data: bytes, label: str = "audio") -> np.ndarray:
             from exc
     except Exception as exc:  # soundfile raises other types for some malformed headers
         raise UndecodableAudio(f"{label}: cannot decode audio: {_plain(str(exc), exc)}") from exc
-    return librosa.resample(samples.mean(axis=1), orig_sr=native_sr, target_sr=SAMPLE_RATE)
+    return resample(samples.mean(axis=1), native_sr, SAMPLE_RATE)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample along the last axis with soxr's high quality, as ``librosa.resample``:
+    the length is ``ceil(n * target / orig)``, the dtype kept."""
+    import soxr
+
+    if orig_sr == target_sr:
+        return y
+    n_out = int(np.ceil(y.shape[-1] * float(target_sr) / orig_sr))
+    rows = y.reshape(-1, y.shape[-1])
+    out = np.zeros((len(rows), n_out), dtype=y.dtype)
+    for row, samples in zip(out, rows, strict=True):
+        resampled = soxr.resample(samples, orig_sr, target_sr, quality="soxr_hq")
+        row[: min(n_out, len(resampled))] = resampled[:n_out]
+    return out.reshape(*y.shape[:-1], n_out)
 
 
 def _plain(text: str, exc: Exception | None = None) -> str:

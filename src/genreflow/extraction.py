@@ -44,16 +44,13 @@ def extract_audio_features(source: bytes | Path, name: str = "",
     return segment_features(split_segments(load_audio(source, name)), sets)
 
 
-def model_input(source: bytes | Path, name: str, manifest: dict):
-    """The feature table ``manifest``'s model needs for one audio file (one row per 3-s
-    segment): the sets it records (versions published before feature sets: librosa)."""
-    import pandas as pd
+def model_input(source: bytes | Path, name: str, manifest: dict) -> np.ndarray:
+    """The features ``manifest``'s model needs for one audio file (a row per 3-s segment,
+    the columns of the sets it records; versions published before feature sets: librosa).
+    An array, not a table: it is computed in a child process that need not import pandas."""
+    from genreflow.features.sets import manifest_sets
 
-    from genreflow.features.sets import columns, manifest_sets
-
-    sets = manifest_sets(manifest)
-    features = extract_audio_features(source, name, tuple(s.name for s in sets))
-    return pd.DataFrame(features, columns=columns(sets))
+    return extract_audio_features(source, name, tuple(s.name for s in manifest_sets(manifest)))
 
 
 def warm_numba_cache() -> None:

@@ -233,11 +233,11 @@ def create_app(follower: serving.Follower, limits: Limits = Limits(),
                 return refused(408, f"upload not complete within {limits.upload_timeout:g} s",
                                "UploadTimeout")
             try:
-                table = await featurise(data, name, served.manifest)
+                rows = await featurise(data, name, served.manifest)
             except serving.AudioError as exc:
                 return refused(audio_status(exc), str(exc), type(exc).__name__)
             del data
-            return await run_in_threadpool(serving.classify, served, table, name)
+            return await run_in_threadpool(serving.classify, served, rows, name)
 
     @app.get("/health")
     async def health():

@@ -134,11 +134,12 @@ def predict_files(store, version: str | None, paths: list[Path]) -> tuple[Served
     """The served version and, per file, :func:`predict`'s result or the AudioError or
     OSError that refused it.
 
-    For a one-shot command, whose time goes to imports: what both halves import (pandas,
-    scipy) is imported once, then the files are featurised in a forked child process
-    (librosa, numba) while this one imports scikit-learn and skops and loads the model,
-    so the two halves overlap on two cores instead of adding up. The child runs
-    :func:`features`, this process :func:`classify`: what :func:`predict` does.
+    For a one-shot command, whose time goes to imports: once the manifest is read, the
+    files are featurised in a forked child process (soundfile, numpy; librosa and numba
+    only for a model that needs the hand-made features) while this one imports pandas,
+    scikit-learn and skops and loads the model, so the two halves overlap on two cores
+    instead of adding up. The child runs :func:`features`, this process :func:`classify`:
+    what :func:`predict` does.
     """
     from concurrent.futures.process import BrokenProcessPool
 
@@ -153,10 +154,10 @@ def predict_files(store, version: str | None, paths: list[Path]) -> tuple[Served
         for i, path in enumerate(paths):
             try:
                 try:
-                    table = jobs[i].result() if pool else features(path, str(path), manifest)
+                    rows = jobs[i].result() if pool else features(path, str(path), manifest)
                 except BrokenProcessPool:  # the child died (killed?): featurise here
-                    table = features(path, str(path), manifest)
-                results.append(classify(served, table, str(path)))
+                    rows = features(path, str(path), manifest)
+                results.append(classify(served, rows, str(path)))
             except (AudioError, OSError) as exc:
                 results.append(exc)
     finally:
@@ -174,11 +175,6 @@ def _fork_pool():
 
     if sys.platform != "linux" or multiprocessing.current_process().daemon:
         return None
-    import pandas  # noqa: F401  (imported by both halves: once, before the fork)
-    import scipy.fft  # noqa: F401
-    import scipy.ndimage  # noqa: F401
-    import scipy.stats  # noqa: F401
-
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
 
 
@@ -199,8 +195,9 @@ def audio_seconds(data: bytes, name: str) -> float:
 
 def features(source: bytes | Path, name: str, manifest: dict,
              max_seconds: float | None = None):
-    """The model's input for one file; with ``max_seconds``, a longer file is refused
-    from its header, before it is decoded (TooLongAudio)."""
+    """The model's input for one file, as an array (see ``extraction.model_input``); with
+    ``max_seconds``, a longer file is refused from its header, before it is decoded
+    (TooLongAudio)."""
     from genreflow.audio import UndecodableAudio
     from genreflow.extraction import model_input
 
@@ -215,13 +212,17 @@ def features(source: bytes | Path, name: str, manifest: dict,
     return model_input(source, name, manifest)
 
 
-def classify(served: Served, table, name: str) -> dict:
+def classify(served: Served, rows, name: str) -> dict:
     """Song genre by the soft vote evaluation.py validates (mean segment probabilities),
-    with the probability of every genre, largest first, and the version that answered."""
+    with the probability of every genre, largest first, and the version that answered.
+    ``rows``: :func:`features` of one file."""
     import numpy as np
+    import pandas as pd
 
     from genreflow.evaluation import song_genres, song_probabilities
+    from genreflow.features.sets import columns, manifest_sets
 
+    table = pd.DataFrame(rows, columns=columns(manifest_sets(served.manifest)))
     proba = served.model.predict_proba(table)
     song = song_probabilities(np.zeros(len(proba)), proba, served.model.classes_)
     ranked = song.iloc[0].sort_values(ascending=False, kind="stable")

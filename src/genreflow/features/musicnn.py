@@ -210,12 +210,11 @@ def log_mel_patches(segments: np.ndarray, sr: int) -> np.ndarray:
     musicnn's ``log10(10000 * S + 1)``, computed in float32: the package casts S to
     float16 first, and under numpy 2 the product then stays float16 and overflows.
     """
-    import librosa
+    from genreflow.audio import resample
+    from genreflow.features.spectrum import melspectrogram
 
-    y = librosa.resample(np.asarray(segments, dtype=np.float32), orig_sr=sr, target_sr=SR,
-                         axis=-1)
-    mel = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP,
-                                         n_mels=N_MELS).astype(np.float32)
+    y = resample(np.asarray(segments, dtype=np.float32), sr, SR)
+    mel = melspectrogram(y, SR, N_FFT, HOP, N_MELS)
     if mel.shape[-1] < PATCH_FRAMES:
         raise ValueError(f"segments of {segments.shape[-1]} samples at {sr} Hz give "
                          f"{mel.shape[-1]} frames, fewer than {PATCH_FRAMES}")

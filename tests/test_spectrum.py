@@ -1,0 +1,52 @@
+"""The librosa-free resampling and mel spectrogram give librosa's numbers."""
+
+import numpy as np
+import pytest
+
+from genreflow.audio import resample
+from genreflow.features import spectrum
+
+librosa = pytest.importorskip("librosa")
+
+
+@pytest.fixture(scope="module")
+def noise():
+    rng = np.random.default_rng(7)
+    return (0.3 * rng.standard_normal((3, 66149))).astype(np.float32)
+
+
+@pytest.mark.parametrize(("orig", "target"), [(22050, 16000), (44100, 22050), (8000, 22050)])
+def test_resample_equals_librosa(noise, orig, target):
+    ours = resample(noise, orig, target)
+    theirs = librosa.resample(noise, orig_sr=orig, target_sr=target, axis=-1)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs)
+    one = resample(noise[0], orig, target)
+    np.testing.assert_array_equal(one, theirs[0])
+
+
+def test_resample_at_the_same_rate_is_the_input(noise):
+    assert resample(noise, 22050, 22050) is noise
+
+
+@pytest.mark.parametrize(("sr", "n_fft", "n_mels"), [(16000, 512, 96), (22050, 2048, 128)])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels):
+    ours = spectrum.mel_filterbank(sr, n_fft, n_mels)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    assert ours.shape == theirs.shape == (n_mels, 1 + n_fft // 2)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-8)
+
+
+def test_hann_is_scipys_periodic_window():
+    scipy_signal = pytest.importorskip("scipy.signal")
+    np.testing.assert_allclose(spectrum.hann(512), scipy_signal.get_window("hann", 512),
+                               rtol=0, atol=1e-15)
+
+
+def test_melspectrogram_equals_librosa(noise):
+    y = resample(noise, 22050, 16000)
+    ours = spectrum.melspectrogram(y, 16000, 512, 256, 96)
+    theirs = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256,
+                                            n_mels=96)
+    assert ours.shape == theirs.shape == (3, 96, 188) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.max()))
