@@ -40,7 +40,7 @@ HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187
 BN_EPSILON = 1e-3  # tf.layers.batch_normalization's default
-BATCH = 4  # patches per matrix product: ~50 MB of im2col windows
+BATCH = 1  # patches per matrix product: 12 MB of im2col windows, cache-friendlier than 4 (-8% CPU)
 MODELS = ("MSD_musicnn",)  # MTT measured: no better out of domain, twice the cost
 
 MSD_TAGS = (
