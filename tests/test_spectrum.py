@@ -50,3 +50,25 @@ def test_melspectrogram_equals_librosa(noise):
                                             n_mels=96)
     assert ours.shape == theirs.shape == (3, 96, 188) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.max()))
+
+
+def test_embedding_features_of_a_file_import_no_librosa(tmp_path):
+    """A model that reads only the embedding is served without librosa's import (scipy.
+    signal, numba and its kernels: more than the clip's whole forward pass)."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    t = np.arange(4 * 44100) / 44100
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+             44100)
+    code = (
+        "import sys; from genreflow.extraction import extract_audio_features; "
+        f"x = extract_audio_features({str(tmp_path / 'tone.wav')!r}, 'tone', ('musicnn',)); "
+        "print(x.shape, sorted(m for m in ('librosa', 'numba', 'scipy.signal', 'pandas') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "(1, 250) []"
