@@ -102,14 +102,20 @@ def extract_many(
 
     ``workers > 1`` runs tracks in a process pool and yields in completion order; at
     most ``IN_FLIGHT_PER_WORKER * workers`` jobs (and their bytes) are held at once, so
-    the corpus streams through. A refused track never stops the others; any other
-    exception is a bug and is raised.
+    the corpus streams through. Each track runs with one BLAS thread: extract tasks run
+    side by side, and two of them each multi-threading musicnn's matrix products on two
+    cores took twice as long (bench/RESULTS.md). A refused track never stops the others;
+    any other exception is a bug and is raised.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
+        from threadpoolctl import threadpool_limits
+
         for job_id, source in jobs:
-            yield _extract_job(job_id, source, sets)
+            with threadpool_limits(limits=1):  # parallel tasks, not BLAS threads, use the cores
+                result = _extract_job(job_id, source, sets)
+            yield result
         return
     allow_child_processes()
     pending: set[Future] = set()
