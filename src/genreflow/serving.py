@@ -175,7 +175,15 @@ def _fork_pool():
 
     if sys.platform != "linux" or multiprocessing.current_process().daemon:
         return None
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_one_blas_thread)
+
+
+def _one_blas_thread() -> None:
+    """The child's matrix products on one core: the other one is the parent's, importing."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def audio_seconds(data: bytes, name: str) -> float:
