@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_ingest import inbox_settings, run
 
-from genreflow import catalog, snapshot
+from genreflow import catalog, layout, snapshot
 from genreflow.features.sets import SETS
 from genreflow.layout import features_key
 from genreflow.storage import LocalStore
@@ -23,7 +23,7 @@ BOTH = ("librosa", "musicnn")
 def full_rebuild(settings, key: str) -> pd.DataFrame:
     """The snapshot as reading every features file gives it."""
     store = LocalStore(settings.store)
-    store.delete(snapshot.POINTER)
+    store.delete(layout.SNAPSHOT_POINTER)
     store.delete(key)
     ingest.assemble(settings, [], "rebuild")
     return store.read_frame(key)

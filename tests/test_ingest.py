@@ -11,7 +11,7 @@ import pytest
 from conftest import TEST_GENRES
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
-from genreflow import catalog, extraction, snapshot
+from genreflow import catalog, extraction, layout, snapshot
 from genreflow.config import JamendoConfig, Settings
 from genreflow.dataset import FEATURE_FINGERPRINT, write_valid_table
 from genreflow.errors import PermanentError
@@ -140,7 +140,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
         store.delete(second["snapshot_key"])
         features_read.clear()
         if pointer:
-            store.write_json(snapshot.POINTER, pointer)
+            store.write_json(layout.SNAPSHOT_POINTER, pointer)
         assert ingest.assemble(settings, [], "again") == {**second, "new_tracks": 0}
         pd.testing.assert_frame_equal(store.read_frame(second["snapshot_key"]), built)
         return sorted(features_read)
@@ -148,7 +148,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
     caplog.set_level(logging.INFO, logger="genreflow")
     assert rebuild(snapshot_key="snapshots/gone.parquet") == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" not in caplog.text  # a missing one is normal
-    store.write_bytes(snapshot.POINTER, b"{not json")
+    store.write_bytes(layout.SNAPSHOT_POINTER, b"{not json")
     assert rebuild() == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" in caplog.text
     # an earlier snapshot missing metal_000 and holding a classical track twice: only

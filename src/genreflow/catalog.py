@@ -18,11 +18,11 @@ import logging
 from collections.abc import Callable, Iterable
 
 from genreflow.errors import PermanentError
+from genreflow.layout import CATALOG_KEY
 from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
 
-CATALOG_KEY = "catalog/tracks.parquet"
 # What a source knows about a track, for attribution: empty where it knows nothing (an
 # inbox file) and in rows written before these columns existed.
 TRACK_META = ["title", "artist", "licence_url", "source_url"]

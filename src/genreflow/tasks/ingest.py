@@ -22,7 +22,7 @@ from genreflow import catalog, snapshot
 from genreflow.config import Settings
 from genreflow.errors import PermanentError
 from genreflow.extraction import POOL_MIN_TRACKS
-from genreflow.layout import features_key
+from genreflow.layout import features_key, raw_key
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef, Unsettled
 from genreflow.storage import AlreadyExists, Store, open_store
@@ -318,7 +318,7 @@ def extract_batch(settings: Settings, batch: list[dict], run_id: str) -> list[di
 
 
 def _raw_key(ref: TrackRef, sha: str, data: bytes) -> str:
-    return f"raw/{ref.genre}/{sha}{_raw_suffix(ref, data)}"
+    return raw_key(ref.genre, sha, _raw_suffix(ref, data))
 
 
 def _stored_track(store: Store, ref: TrackRef, sha: str, data: bytes, sets) -> dict:

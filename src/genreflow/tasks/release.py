@@ -78,9 +78,7 @@ def publish(
 
     store = open_store(settings.store)
     report_files = dict(metrics.get("report_files") or {}) | dict(figures or {})
-    reserved = {registry.MODEL_FILE, registry.MANIFEST_FILE, registry.METRICS_FILE,
-                registry.TRACKS_FILE}
-    clashing = sorted(reserved & set(report_files))
+    clashing = sorted(registry.RESERVED_FILES & set(report_files))
     if clashing:
         raise registry.RegistryError(f"report files may not be named {clashing}")
     metrics = {k: v for k, v in metrics.items() if k != "report_files"}

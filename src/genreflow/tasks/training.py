@@ -8,19 +8,20 @@ from pathlib import Path
 
 from genreflow import registry
 from genreflow.config import Settings
+from genreflow.layout import (
+    CHECKS_FILE,
+    CONFUSION_FILE,
+    MODEL_FILE,
+    TRACKS_FILE,
+    UMAP_FILE,
+    run_dir,
+    run_file,
+)
 from genreflow.storage import open_store, split_uri
-from genreflow.tasks import run_key
 
 log = logging.getLogger(__name__)
 
-CHECKS_FILE = "checks.json"
 CHECKS_POLICY = "include/checks.toml"
-CONFUSION_FILE = "confusion_matrix.png"
-UMAP_FILE = "umap.png"
-
-
-def run_dir(run_id: str) -> str:
-    return f"runs/{run_key(run_id)}"
 
 
 def needs_training(settings: Settings, snapshot: dict, retrain_unchanged: bool) -> bool:
@@ -89,7 +90,7 @@ def check(
                         previous, label_conflicts=conflicts(known),
                         validation_overlap=overlap)
     report["previous_snapshot_key"] = previous_key if previous is not None else None
-    key = f"{run_dir(run_id)}/{CHECKS_FILE}"
+    key = run_file(run_dir(run_id), CHECKS_FILE)
     store.write_json(key, report)
     raise_on_failures(report, store.location(key))
     return {"report_key": key, "significant_share": report["kruskal"]["significant_share"],
@@ -108,9 +109,9 @@ def train(settings: Settings, snapshot: dict, run_id: str) -> dict:
     table = store.read_frame(snapshot["snapshot_key"])
     name, selection = select(table, settings.workers)
     model = fit_model(table, candidates()[name])
-    key = f"{run_dir(run_id)}/{registry.MODEL_FILE}"
+    key = run_file(run_dir(run_id), MODEL_FILE)
     store.write_bytes(key, registry.dump_model(model))
-    tracks_key = f"{run_dir(run_id)}/{registry.TRACKS_FILE}"  # for `genreflow licences`
+    tracks_key = run_file(run_dir(run_id), TRACKS_FILE)  # for `genreflow licences`
     store.write_bytes(tracks_key, record_bytes(store, table["track_id"].unique()))
     log.info("trained %s in %.1f s -> %s", name, time.monotonic() - started,
              store.location(key))
@@ -220,12 +221,12 @@ def validate(settings: Settings, trained: dict) -> dict:
     metrics["valid_sha256"] = valid_sha
     log.info("%s", metrics_block(metrics, settings.valid_csv))
     folder = trained["run_dir"]
-    files = {name: f"{folder}/{name}" for name in (CHECKS_FILE,)
-             if store.exists(f"{folder}/{name}")}
+    files = {name: run_file(folder, name) for name in (CHECKS_FILE,)
+             if store.exists(run_file(folder, name))}
     matrix = metrics["confusion_matrix"]
-    store.write_bytes(f"{folder}/{CONFUSION_FILE}", confusion_matrix_png(
+    store.write_bytes(run_file(folder, CONFUSION_FILE), confusion_matrix_png(
         matrix["songs"], matrix["labels"], "Songs of valid.csv (soft vote)"))
-    files[CONFUSION_FILE] = f"{folder}/{CONFUSION_FILE}"
+    files[CONFUSION_FILE] = run_file(folder, CONFUSION_FILE)
     metrics["report_files"] = files
     log.info("report files in %s: %s", store.location(folder), ", ".join(files))
     return metrics
@@ -239,7 +240,7 @@ def figure(settings: Settings, trained: dict) -> dict[str, str]:
     """
     started = time.monotonic()
     store = open_store(settings.store)
-    key = f"{trained['run_dir']}/{UMAP_FILE}"
+    key = run_file(trained["run_dir"], UMAP_FILE)
     try:
         model = registry.load_model_bytes(store.read_bytes(trained["model_key"]))
         store.write_bytes(key, umap_figure(model, store.read_frame(trained["snapshot_key"])))
