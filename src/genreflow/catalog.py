@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 from genreflow.errors import PermanentError
 from genreflow.layout import CATALOG_KEY
+from genreflow.retry import until_won
 from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
@@ -167,20 +168,26 @@ def update(store: Store, change: Callable, known=None):
     catalog is read again and ``change`` re-applied, so neither update is lost.
     ``known``: (table, etag) from :func:`read_versioned`, already read by the caller.
     """
-    table, etag = known if known is not None else read_versioned(store)
-    for attempt in range(1, CAS_ATTEMPTS + 1):
+    read = [known if known is not None else read_versioned(store)]
+
+    def attempt():
+        table, etag = read[0]
         new = change(table.copy())
         if new is None:
             return table
-        try:
-            write_catalog(store, new, etag)
-            return new
-        except WriteConflict:
-            log.info("catalog changed since it was read (attempt %d of %d): merging again",
-                     attempt, CAS_ATTEMPTS)
-            table, etag = read_versioned(store)
-    raise WriteConflict(f"{store.location(CATALOG_KEY)}: still changing after "
-                        f"{CAS_ATTEMPTS} attempts to update it")
+        write_catalog(store, new, etag)
+        return new
+
+    def read_again(attempt: int) -> None:
+        log.info("catalog changed since it was read (attempt %d of %d): merging again",
+                 attempt, CAS_ATTEMPTS)
+        read[0] = read_versioned(store)
+
+    try:
+        return until_won(attempt, WriteConflict, CAS_ATTEMPTS, read_again)
+    except WriteConflict as exc:
+        raise WriteConflict(f"{store.location(CATALOG_KEY)}: still changing after "
+                            f"{CAS_ATTEMPTS} attempts to update it") from exc
 
 
 def record_all(store: Store, records: list[dict]):

@@ -21,8 +21,8 @@ from genreflow.features.sets import FeatureSet
 from genreflow.features.sets import fingerprint as sets_fingerprint
 from genreflow.layout import SNAPSHOT_POINTER, features_key, snapshot_key, snapshot_record_key
 from genreflow.progress import progress
+from genreflow.retry import with_retries
 from genreflow.storage import KeyNotFound, PermanentStoreError, Store
-from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Network behaviour is bounded by one policy applied here rather than by spotipy's
 urllib3 retries: those sleep for any ``Retry-After`` (429 and 503) however long, cannot be
 given a test clock, and report exhausted 5xx retries as a 429 "Max Retries", losing the cause.
 So the spotipy client gets a plain session without retries and :meth:`SpotifySource._call`
-maps its errors onto the shared :class:`~genreflow.sources.remote.RetryPolicy`: 429 waits
+maps its errors onto the shared :class:`~genreflow.retry.RetryPolicy`: 429 waits
 ``Retry-After`` if it is within ``max_retry_after`` (a bounded number of times), 5xx/timeouts
 back off and retry ``retries`` times, a 401 refreshes the token once, anything else skips
 the playlist. A skipped playlist is recorded in ``rejected``; only
@@ -31,17 +31,9 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.oauth2 import SpotifyClientCredentials, SpotifyOauthError
 
 from genreflow.errors import PermanentError
+from genreflow.retry import GiveUp, RateLimited, RetryPolicy, Transient, retry_after
 from genreflow.sources.base import Discovery, FetchError, TrackRef
-from genreflow.sources.remote import (
-    GiveUp,
-    RateLimited,
-    RetryPolicy,
-    Tally,
-    Transient,
-    airflow_connection,
-    download,
-    retry_after,
-)
+from genreflow.sources.remote import Tally, airflow_connection, download
 
 log = logging.getLogger(__name__)
 

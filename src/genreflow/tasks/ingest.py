@@ -23,11 +23,11 @@ from genreflow.config import Settings
 from genreflow.errors import PermanentError
 from genreflow.extraction import POOL_MIN_TRACKS
 from genreflow.layout import features_key, raw_key
+from genreflow.retry import with_retries
 from genreflow.sources import KNOWN_SOURCES
 from genreflow.sources.base import Discovery, FetchError, Source, TrackRef, Unsettled
 from genreflow.storage import AlreadyExists, Store, open_store
 from genreflow.track_features import missing_sets, upgrade_items, upgrade_tracks, write_features
-from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
 
