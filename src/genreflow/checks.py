@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,10 @@ from genreflow.dataset import check_table
 from genreflow.errors import PermanentError
 from genreflow.features.sets import columns, present_in
 from genreflow.stats import adjust_p, confidence_intervals, finite, kruskal_columns
+from genreflow.storage import KeyNotFound, Store
+
+if TYPE_CHECKING:
+    from genreflow.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ FINDINGS = (
     "label_conflicts", "validation_leak",
 )
 CORRECTIONS = ("bh", "holm")
+POLICY_FILE = "include/checks.toml"  # in the project home
 
 
 class CheckFailed(PermanentError, RuntimeError):
@@ -221,6 +227,32 @@ def run_checks(
     }
     report["findings"] = _findings(report, policy)
     log.info("%s", summary(report))
+    return report
+
+
+def check_snapshot(store: Store, table, valid, settings: Settings,
+                   previous_key: str | None) -> dict:
+    """The report of :func:`run_checks` on a run's snapshot ``table``: with the catalog's
+    label conflicts, valid.csv's songs found in training, drift against the snapshot at
+    ``previous_key`` (none if it is gone), the policy of ``include/checks.toml``."""
+    from genreflow.catalog import conflicts, read_catalog
+    from genreflow.dataset import REBUILD_HINT
+
+    known = read_catalog(store)
+    overlap = validation_overlap(valid, table, known)
+    if not overlap["checked"]:
+        log.warning("valid.csv %s has no audio_sha256 column, so its songs cannot be looked "
+                    "for in the training data; %s", settings.valid_csv, REBUILD_HINT)
+    previous = None
+    if previous_key:
+        try:
+            previous = store.read_frame(previous_key)
+        except KeyNotFound:
+            log.warning("previous snapshot %s is gone; no drift check", previous_key)
+    report = run_checks(table, settings.genres, load_policy(settings.home / POLICY_FILE),
+                        previous, label_conflicts=conflicts(known),
+                        validation_overlap=overlap)
+    report["previous_snapshot_key"] = previous_key if previous is not None else None
     return report
 
 

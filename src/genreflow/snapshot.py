@@ -14,20 +14,57 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from genreflow import catalog
 from genreflow.dataset import FEATURE_FINGERPRINT
-from genreflow.features.sets import FeatureSet
+from genreflow.errors import PermanentError
+from genreflow.features.sets import FeatureSet, resolve
 from genreflow.features.sets import fingerprint as sets_fingerprint
-from genreflow.layout import SNAPSHOT_POINTER, features_key, snapshot_key, snapshot_record_key
+from genreflow.layout import (
+    CATALOG_KEY,
+    SNAPSHOT_POINTER,
+    features_key,
+    snapshot_key,
+    snapshot_record_key,
+)
 from genreflow.progress import progress
 from genreflow.retry import with_retries
 from genreflow.storage import KeyNotFound, PermanentStoreError, Store
+from genreflow.track_features import missing_sets
 
 log = logging.getLogger(__name__)
 
 # Features files are small and S3 reads wait on the network: read several at once.
 READ_THREADS = 8
+
+
+class NoUsableTracks(PermanentError):
+    """The catalog holds no ok track, so there is nothing to train on."""
+
+
+def of_catalog(store: Store, table, sets: Sequence[str]) -> dict:
+    """The snapshot of every ok track of the catalog ``table`` that has all ``sets``
+    (the others wait for their upgrade, counted), as the run passes it on: key,
+    fingerprint, tracks, segments, feature set ids. Tracks in label conflict are left
+    out. Each segment's genre is the catalog's (features depend on the audio only)."""
+    ok = table[table["status"] == catalog.OK].sort_values("track_id")
+    waiting = missing_sets(store, table, sets)
+    if waiting:
+        log.warning("snapshot: %d ok tracks lack feature sets and are left out until they "
+                    "are upgraded from raw/ (max_upgrade_tracks per run)", len(waiting))
+        ok = ok[~ok["track_id"].isin(waiting)]
+    if ok.empty:
+        raise NoUsableTracks(
+            "no track can be used for training: the catalog has no ok tracks with every "
+            f"feature set ({len(table)} recorded, {len(waiting)} waiting for an upgrade; "
+            f"see {store.location(CATALOG_KEY)})"
+        )
+    resolved = resolve(sets)
+    key, found, frame = assemble(store, ok, resolved)
+    return {"snapshot_key": key, "fingerprint": found, "n_tracks": int(len(ok)),
+            "n_segments": int(len(frame)), "feature_sets": [s.id for s in resolved]}
 
 
 def fingerprint(ok, sets: list[FeatureSet]) -> str:
