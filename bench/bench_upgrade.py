@@ -27,6 +27,7 @@ from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.extraction import extract_many
 from genreflow.features.sets import SETS
+from genreflow.layout import raw_key
 from genreflow.storage import LocalStore
 from genreflow.track_features import missing_sets, upgrade_tracks, write_features
 
@@ -42,14 +43,14 @@ def seed(store: LocalStore, files: list[Path]) -> list[dict]:
         data = path.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         genre = path.parent.name
-        raw_key = f"raw/{genre}/{sha}.wav"
-        store.write_bytes(raw_key, data)
+        raw = raw_key(genre, sha, ".wav")
+        store.write_bytes(raw, data)
         n = 10
         write_features(store, sha[:16], genre,
                        rng.standard_normal((n, len(SETS["librosa"].columns))), ["librosa"])
         records.append({**dict.fromkeys(catalog.COLUMNS, ""), "key": f"inbox:{path.name}",
                         "source": "inbox", "source_id": path.name, "genre": genre,
-                        "track_id": sha[:16], "sha256": sha, "raw_key": raw_key,
+                        "track_id": sha[:16], "sha256": sha, "raw_key": raw,
                         "n_segments": n, "status": catalog.OK, "run_id": "bench"})
     catalog.record_all(store, records)
     return records

@@ -43,8 +43,14 @@ from genreflow import catalog
 from genreflow.dataset import write_valid_table
 from genreflow.features.sets import SETS, columns
 from genreflow.features.sets import fingerprint as sets_fingerprint
-from genreflow.layout import FEATURES, features_key
-from genreflow.snapshot import POINTER, row_digests
+from genreflow.layout import (
+    FEATURES,
+    SNAPSHOT_POINTER,
+    features_key,
+    snapshot_key,
+    snapshot_record_key,
+)
+from genreflow.snapshot import row_digests
 from genreflow.storage import S3Store
 from genreflow.track_features import write_features
 
@@ -152,10 +158,10 @@ def seed_catalog(store: S3Store, folder: Path) -> int:
         list(pool.map(lambda p: store.write_bytes(p.relative_to(folder).as_posix(),
                                                   p.read_bytes()), files))
     catalog.record_all(store, json.loads((folder / "catalog.json").read_text()))
-    key = "snapshots/bench-previous-week.parquet"
+    key = snapshot_key("bench-previous-week")
     store.write_bytes(key, (folder / "snapshot.parquet").read_bytes())
-    store.write_bytes(key.replace(".parquet", ".json"), (folder / "snapshot.json").read_bytes())
-    store.write_json(POINTER, {"snapshot_key": key})
+    store.write_bytes(snapshot_record_key(key), (folder / "snapshot.json").read_bytes())
+    store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
     return len(files)
 
 

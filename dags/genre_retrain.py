@@ -1,7 +1,8 @@
 """genre_retrain: the weekly retraining of the genre classifier (operator's guide: DOC_MD).
 
-Wiring only: every task calls one function of genreflow.tasks, where the logic lives
-and is tested without a scheduler. XCom carries store keys and counts, never data.
+Wiring only: every task calls one function of genreflow.tasks (imported inside the
+task, so parsing this file stays cheap), which calls the domain modules where the logic
+lives and is tested without a scheduler. XCom carries store keys and counts, never data.
 Bad data or configuration (genreflow.errors.PermanentError) fails a task at once;
 anything else (S3 down, a network error) gets the task's retries. No start_date on
 purpose: unpausing does not start a catch-up run for the last missed Monday.
@@ -36,7 +37,6 @@ from genreflow.config import (
 )
 from genreflow.errors import PermanentError
 from genreflow.sources import KNOWN_SOURCES
-from genreflow.tasks import ingest, release, training
 
 log = logging.getLogger("genreflow.dag")
 
@@ -256,6 +256,8 @@ def genre_retrain():
         with its reason: unknown genre folder, unsupported file type, no preview).
         Fails at once when the inbox does not exist, a source is unknown or Spotify
         credentials are missing or refused: fix that and trigger again."""
+        from genreflow.tasks import ingest
+
         settings, params, run_id = run_context()
         return ingest.discover(
             settings, list(params["sources"]), params["max_new_tracks"], params["batch_size"],
@@ -274,6 +276,8 @@ def genre_retrain():
           map_index_template="{{ task.op_kwargs['batch'] | length }} tracks")
     @fail_fast
     def extract(batch: list[dict]) -> list[dict]:
+        from genreflow.tasks import ingest
+
         settings, _, run_id = run_context()
         return ingest.extract_batch(settings, batch, run_id)
 
@@ -285,6 +289,8 @@ def genre_retrain():
 
         Log: label conflicts (same audio under two genres, left out until resolved) and
         the snapshot: tracks, segments, new tracks. Fails when no track at all is usable."""
+        from genreflow.tasks import ingest
+
         settings, _, run_id = run_context()
         # one slice reads every batch's records in one request; iterating the lazy
         # sequence asks for one more offset than exists, which Airflow logs as an error
@@ -295,6 +301,8 @@ def genre_retrain():
         """Stops the run here (the rest is skipped, nothing is published) when the latest
         model was trained on exactly this snapshot. Param `retrain_unchanged` forces
         training anyway."""
+        from genreflow.tasks import training
+
         settings, params, _ = run_context()
         return training.needs_training(settings, snapshot, params["retrain_unchanged"])
 
@@ -308,6 +316,8 @@ def genre_retrain():
         Log: warnings, and on failure which checks failed; the full report is
         `runs/<run id>/checks.json`. A failure means the data needs a person (more
         tracks of a genre, a fixed valid.csv), not a retry."""
+        from genreflow.tasks import training
+
         settings, _, run_id = run_context()
         return training.check(settings, snapshot, run_id)
 
@@ -319,6 +329,8 @@ def genre_retrain():
 
         Log: each candidate's CV ROC-AUC, the chosen one, the training time and where the
         fitted model is (`runs/<run id>/model.skops`)."""
+        from genreflow.tasks import training
+
         settings, _, run_id = run_context()
         return training.train(settings, snapshot, run_id)
 
@@ -330,6 +342,8 @@ def genre_retrain():
         segments), the weakest genre, and the confusion-matrix figure.
 
         Fails when valid.csv is missing or does not match this code's features."""
+        from genreflow.tasks import training
+
         settings, _, _ = run_context()
         return training.validate(settings, trained)
 
@@ -340,6 +354,8 @@ def genre_retrain():
         the version). Never fails the run: an error, or taking longer than its 10-minute
         limit, is logged as "UMAP figure skipped" and the version is published without
         the figure."""
+        from genreflow.tasks import training
+
         settings, _, _ = run_context()
         return training.figure(settings, trained)
 
@@ -349,6 +365,8 @@ def genre_retrain():
         """Compares the new model with the current latest one on the same valid.csv:
         PROMOTE unless the current one's ROC-AUC is higher by more than `gate_margin`
         (or `force_publish` is on). Log: the decision and the two scores."""
+        from genreflow.tasks import release
+
         settings, params, _ = run_context()
         return release.gate(settings, metrics, params["gate_margin"], params["force_publish"])
 
@@ -361,6 +379,8 @@ def genre_retrain():
         version stays in the registry (Model registry page) and can be rolled back to.
 
         Log: the version, where it is, whether it became latest, its scores."""
+        from genreflow.tasks import release
+
         settings, _, run_id = run_context()
         result = release.publish(settings, snapshot, trained, metrics, decision, run_id,
                                  figures)

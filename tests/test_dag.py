@@ -20,10 +20,20 @@ PROJECT = Path(__file__).resolve().parents[1]
 # Loaded in a subprocess with the session's Airflow env: Airflow fixes its home and
 # database at first import, which another test of this process may have done already.
 DAG_FACTS = """
+import io
 import json
+import logging
+import sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=%r)
 dag = bag.get_dag("genre_retrain")
+dag_module = next(m for m in list(sys.modules.values())
+                  if getattr(m, "DOC_MD", None) and hasattr(m, "best_effort"))
+def broken_figure():
+    raise KeyError("runs/nowhere/model.skops")
+skip_log = io.StringIO()
+logging.getLogger("genreflow.dag").addHandler(logging.StreamHandler(skip_log))
+skipped = dag_module.best_effort(broken_figure)()
 print(json.dumps({
     "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
     "catchup": dag.catchup,
@@ -42,6 +52,7 @@ print(json.dumps({
     "docs": {t.task_id: (t.doc_md or "").startswith(("Lists", "Fetches", "Records", "Stops",
              "Checks", "Chooses", "Scores", "Draws", "Compares", "Writes")) for t in dag.tasks},
     "publish_upstream": sorted(dag.get_task("publish").upstream_task_ids),
+    "figure_skipped": [skipped, skip_log.getvalue().strip()],
 }))
 """
 
@@ -69,6 +80,8 @@ def test_dag_shape(dag_facts):
     assert dag_facts["trigger_asset"] == "genreflow_inbox"
     retries = dag_facts["retries"]
     assert retries.pop("figure") == 0  # best effort: skipped, never retried
+    assert dag_facts["figure_skipped"] == [
+        {}, "UMAP figure skipped: KeyError: 'runs/nowhere/model.skops'"]
     assert all(n >= 1 for n in retries.values())
     assert all(dag_facts["timeouts"].values()), dag_facts["timeouts"]
     assert all(dag_facts["docs"].values()), dag_facts["docs"]

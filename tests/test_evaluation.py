@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 import numpy as np
@@ -13,9 +12,15 @@ from genreflow.checks import CheckFailed
 from genreflow.compression import POWER_FEATURES
 from genreflow.config import load_settings
 from genreflow.dataset import write_valid_table
-from genreflow.evaluation import evaluate, song_genres, song_probabilities, song_votes
+from genreflow.evaluation import (
+    evaluate,
+    metrics_block,
+    song_genres,
+    song_probabilities,
+    song_votes,
+)
 from genreflow.model import candidates, usable
-from genreflow.storage import LocalStore
+from genreflow.storage import KeyNotFound, LocalStore
 from genreflow.tasks import training
 
 GENRES = ("classical", "metal", "electronic")
@@ -107,8 +112,8 @@ def test_train_step_records_the_cv_selection(steps_run):
 def test_the_demo_inbox_is_recognised(steps_run):
     settings = steps_run["settings"]
     demo = replace(settings, inbox=f"file://{settings.demo_dir}/inbox")
-    assert training.is_demo_inbox(demo) and not training.is_demo_inbox(settings)
-    assert not training.is_demo_inbox(replace(settings, inbox="s3://bucket/inbox"))
+    assert demo.is_demo_inbox and not settings.is_demo_inbox
+    assert not replace(settings, inbox="s3://bucket/inbox").is_demo_inbox
 
 
 def test_validate_step_metrics_and_report_files(steps_run):
@@ -128,20 +133,20 @@ def test_validate_step_metrics_and_report_files(steps_run):
     assert store.read_bytes("runs/manual__1/confusion_matrix.png").startswith(PNG)
 
 
-def test_figure_step_draws_umap_or_skips_it_with_the_reason(steps_run, caplog):
+def test_figure_step_draws_umap_or_fails_with_the_reason(steps_run):
+    """The DAG's best_effort turns the failure into a skipped figure (test_dag)."""
     settings, trained, store = steps_run["settings"], steps_run["trained"], steps_run["store"]
     assert training.figure(settings, trained) == {"umap.png": "runs/manual__1/umap.png"}
     assert store.read_bytes("runs/manual__1/umap.png").startswith(PNG)
 
-    caplog.set_level(logging.INFO, logger="genreflow")
     broken = {**trained, "run_dir": "runs/broken", "model_key": "runs/nowhere/model.skops"}
-    assert training.figure(settings, broken) == {}
-    assert "UMAP figure skipped: KeyNotFound" in caplog.text
+    with pytest.raises(KeyNotFound, match="runs/nowhere/model.skops"):
+        training.figure(settings, broken)
     assert not store.exists("runs/broken/umap.png")
 
 
 def test_metrics_block_is_short_lines(steps_run):
-    block = training.metrics_block(steps_run["metrics"], "valid.csv").splitlines()
+    block = metrics_block(steps_run["metrics"], "valid.csv").splitlines()
     assert block[0] == "validation on valid.csv: 6 songs, 30 segments"
     assert [line.split()[0] for line in block[1:]] == ["ROC-AUC", "song", "song", "weakest"]
     assert max(map(len, block)) <= 80

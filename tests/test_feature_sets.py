@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from test_ingest import inbox_settings, run
 
-from genreflow import catalog, snapshot
+from genreflow import catalog, layout, snapshot
 from genreflow.features.sets import SETS
 from genreflow.layout import features_key
+from genreflow.snapshot import NoUsableTracks
 from genreflow.storage import LocalStore
 from genreflow.tasks import ingest
 from genreflow.track_features import missing_sets
@@ -23,7 +24,7 @@ BOTH = ("librosa", "musicnn")
 def full_rebuild(settings, key: str) -> pd.DataFrame:
     """The snapshot as reading every features file gives it."""
     store = LocalStore(settings.store)
-    store.delete(snapshot.POINTER)
+    store.delete(layout.SNAPSHOT_POINTER)
     store.delete(key)
     ingest.assemble(settings, [], "rebuild")
     return store.read_frame(key)
@@ -109,7 +110,7 @@ def test_a_new_feature_set_reaches_every_catalogued_track_in_bounded_runs(tmp_pa
     before = run(settings, "r1")
     both = dataclasses.replace(settings, feature_sets=BOTH)
     caplog.set_level(logging.INFO, logger="genreflow")
-    with pytest.raises(ingest.NoUsableTracks, match="3 waiting for an upgrade"):
+    with pytest.raises(NoUsableTracks, match="3 waiting for an upgrade"):
         run(both, "r2", max_upgrade=0)
     partial = run(both, "r3", max_upgrade=2)
     assert "2 taken this run (max_upgrade_tracks 2), 1 left for later runs" in caplog.text

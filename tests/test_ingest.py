@@ -11,12 +11,12 @@ import pytest
 from conftest import TEST_GENRES
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
-from genreflow import catalog, extraction, snapshot
+from genreflow import catalog, extraction, layout, snapshot
 from genreflow.config import JamendoConfig, Settings
 from genreflow.dataset import FEATURE_FINGERPRINT, write_valid_table
 from genreflow.errors import PermanentError
 from genreflow.progress import progress
-from genreflow.sources import KNOWN_SOURCES
+from genreflow.sources import KNOWN_SOURCES, make_sources
 from genreflow.sources.inbox import InboxSource
 from genreflow.sources.jamendo import JamendoAuthError, JamendoSource
 from genreflow.sources.spotify import NO_PREVIEW, SpotifyAuthError, SpotifySource
@@ -140,7 +140,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
         store.delete(second["snapshot_key"])
         features_read.clear()
         if pointer:
-            store.write_json(snapshot.POINTER, pointer)
+            store.write_json(layout.SNAPSHOT_POINTER, pointer)
         assert ingest.assemble(settings, [], "again") == {**second, "new_tracks": 0}
         pd.testing.assert_frame_equal(store.read_frame(second["snapshot_key"]), built)
         return sorted(features_read)
@@ -148,7 +148,7 @@ def test_a_new_snapshot_reads_only_new_features_files_and_equals_a_full_rebuild(
     caplog.set_level(logging.INFO, logger="genreflow")
     assert rebuild(snapshot_key="snapshots/gone.parquet") == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" not in caplog.text  # a missing one is normal
-    store.write_bytes(snapshot.POINTER, b"{not json")
+    store.write_bytes(layout.SNAPSHOT_POINTER, b"{not json")
     assert rebuild() == sorted(table["features_key"])
     assert "the earlier snapshot cannot be read" in caplog.text
     # an earlier snapshot missing metal_000 and holding a classical track twice: only
@@ -219,7 +219,7 @@ def test_extract_batch_fetches_lazily(tmp_path, short_clips, monkeypatch):
 
 def test_unknown_source_is_a_permanent_error(tmp_path, short_clips):
     with pytest.raises(PermanentError, match=r"unknown source\(s\) \['soundcloud'\]"):
-        ingest.make_sources(inbox_settings(tmp_path, short_clips), ["inbox", "soundcloud"])
+        make_sources(inbox_settings(tmp_path, short_clips), ["inbox", "soundcloud"])
 
 
 BUILT = {"inbox": (InboxSource, None), "jamendo": (JamendoSource, JamendoAuthError),
@@ -242,10 +242,10 @@ def test_every_source_the_trigger_form_offers_can_be_built(tmp_path, short_clips
     kind, auth_error = BUILT[name]
     if auth_error:
         with pytest.raises(auth_error):
-            ingest.make_sources(settings, [name])
+            make_sources(settings, [name])
     for var, value in CREDENTIALS.items():
         monkeypatch.setenv(var, value)
-    built = ingest.make_sources(settings, [name])
+    built = make_sources(settings, [name])
     assert list(built) == [name]
     assert type(built[name]) is kind and built[name].name == name
     assert built[name].genres == frozenset(TEST_GENRES)
@@ -324,12 +324,12 @@ def test_spotify_credentials_from_an_airflow_connection(tmp_path, fake, monkeypa
         {"conn_type": "generic", "login": CLIENT_ID, "password": CLIENT_SECRET}))
     settings = spotify_settings(tmp_path, fake)
 
-    found = ingest.make_sources(settings, ["spotify"])["spotify"].discover()
+    found = make_sources(settings, ["spotify"])["spotify"].discover()
     assert len(found.tracks) == 3 and fake.tokens_issued == ["test-token-1"]
 
     monkeypatch.setenv("GENREFLOW_SPOTIFY_CONN_ID", "gf_missing")
     with pytest.raises(SpotifyAuthError, match="gf_missing: no such Airflow connection"):
-        ingest.make_sources(settings, ["spotify"])
+        make_sources(settings, ["spotify"])
 
 
 def test_same_audio_under_two_genres_is_a_conflict_until_one_is_removed(

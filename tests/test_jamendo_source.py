@@ -17,6 +17,7 @@ from jamendo_api import CLIENT_ID, TRACKS_PATH, FakeJamendo, Reply, failed_docum
 
 from genreflow import catalog
 from genreflow.config import JamendoConfig, Settings
+from genreflow.retry import RetryPolicy
 from genreflow.sources.base import FetchError, SourceUnavailable
 from genreflow.sources.jamendo import (
     NO_DOWNLOAD,
@@ -25,7 +26,6 @@ from genreflow.sources.jamendo import (
     credentials,
     licence_terms,
 )
-from genreflow.sources.remote import RetryPolicy
 from genreflow.storage import LocalStore
 from genreflow.synth import write_corpus
 from genreflow.tasks import ingest

@@ -322,8 +322,8 @@ def settings(tmp_path) -> Settings:
 
 
 def test_gate_compares_on_the_same_valid_csv(settings, models):
+    from genreflow.dataset import read_valid
     from genreflow.evaluation import evaluate
-    from genreflow.tasks.training import read_valid
 
     store = open_store(settings.store)
     first = release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "x"}, 0.01, False)

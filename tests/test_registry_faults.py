@@ -13,7 +13,7 @@ import test_registry
 from test_cli import run
 from test_registry import GENRES, HookedStore, Sneaky, publish_model
 
-from genreflow import registry
+from genreflow import gate, registry
 from genreflow.config import Settings
 from genreflow.storage import StoreError, open_store
 from genreflow.tasks import release, training
@@ -111,7 +111,7 @@ def test_champion_without_manifest_trains_and_is_listed(settings, models, capsys
     snapshot = {"fingerprint": "f", "snapshot_key": "snapshots/f.parquet"}
 
     assert training.needs_training(settings, snapshot, retrain_unchanged=False) is True
-    assert training.previous_snapshot_key(settings, snapshot) is None
+    assert gate.previous_snapshot_key(registry.read_champion(store).manifest, snapshot) is None
     decision = release.gate(settings, {"roc_auc_ovo": 0.1, "valid_sha256": "v1"}, 0.0, False)
     assert decision["promote"] and decision["champion"] == champion
     assert "no usable champion" in decision["reason"] and "no manifest" in decision["reason"]

@@ -11,6 +11,7 @@ import wave
 import pytest
 from spotify_api import CLIENT_ID, CLIENT_SECRET, FakeSpotify, Reply
 
+from genreflow.retry import RetryPolicy
 from genreflow.sources.base import FetchError, SourceUnavailable, TrackRef
 from genreflow.sources.spotify import (
     NO_PREVIEW,
@@ -44,12 +45,9 @@ def make_source(fake, sleeps):
             "api_prefix": fake.api_prefix,
             "token_url": fake.token_url,
             "requests_timeout": 2.0,
-            "retries": 2,
-            "backoff_factor": 0.25,
-            "max_retry_after": 5.0,
-            "rate_limit_retries": 2,
             "preview_timeout": 2.0,
-            "sleep": sleeps.append,
+            "policy": RetryPolicy(retries=2, backoff_factor=0.25, max_retry_after=5.0,
+                                  rate_limit_retries=2, sleep=sleeps.append),
         } | kwargs
         return SpotifySource(**settings)
 
@@ -171,7 +169,7 @@ def test_rate_limit_longer_than_bound_skips_without_waiting(fake, make_source, s
 def test_persistent_rate_limit_is_bounded(fake, make_source, sleeps):
     fake.always(JAZZ_ITEMS, Reply(429, headers={"Retry-After": "1"}))
 
-    found = make_source(rate_limit_retries=2).discover()
+    found = make_source().discover()
 
     assert sleeps == [1.0, 1.0]
     assert len(fake.requests_to(JAZZ_ITEMS)) == 3

@@ -17,6 +17,7 @@ from genreflow.dataset import (
     KEY_COLUMNS,
     VERSION_COLUMN,
     TableError,
+    check_valid,
     write_valid_table,
 )
 from genreflow.errors import PermanentError
@@ -142,4 +143,4 @@ def test_a_current_table_passes(tmp_path):
         FEATURE_FINGERPRINT]
     settings = Settings(home=tmp_path, store=str(tmp_path / "store"), inbox="",
                         valid_csv=str(tmp_path / "valid.csv"), genres=GENRES)
-    training.check_valid(settings, store.read_frame("snapshots/s.parquet"))
+    check_valid(settings, store.read_frame("snapshots/s.parquet"))

@@ -21,6 +21,22 @@ SILENCE_RMS = 1e-4  # below about -80 dBFS: nothing a genre can be heard in
 # not have: they are refused by name, before any work, with the same words everywhere.
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aiff", ".aif"})
 
+# Leading bytes of the formats we decode -> the suffix raw/ stores them under: the content
+# decides, not the name (Spotify previews have none; a mislabelled file keeps its real type).
+MAGIC_SUFFIXES = (
+    (b"RIFF", ".wav"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"),
+    (b"\xff\xfb", ".mp3"), (b"\xff\xf3", ".mp3"), (b"\xff\xf2", ".mp3"), (b"FORM", ".aiff"),
+    (b".snd", ".au"),
+)
+
+
+def sniff_suffix(data: bytes, name: str) -> str:
+    """The suffix of ``data``'s format by its leading bytes; else ``name``'s, or ``.audio``."""
+    for magic, suffix in MAGIC_SUFFIXES:
+        if data.startswith(magic):
+            return suffix
+    return PurePosixPath(name).suffix.lower() or ".audio"
+
 
 class AudioError(ValueError):
     """A track whose audio cannot be turned into features."""

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from genreflow.errors import PermanentError
+from genreflow.layout import CATALOG_KEY
+from genreflow.retry import until_won
 from genreflow.storage import KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
 
-CATALOG_KEY = "catalog/tracks.parquet"
 # What a source knows about a track, for attribution: empty where it knows nothing (an
 # inbox file) and in rows written before these columns existed.
 TRACK_META = ["title", "artist", "licence_url", "source_url"]
@@ -66,6 +68,67 @@ def read_versioned(store: Store):
         if column not in table:
             table[column] = ""
     return table[[*COLUMNS, *(c for c in table if c not in COLUMNS)]], etag
+
+
+def new_record(ref, run_id: str, **fields) -> dict:
+    """The catalog row of a source's track (a ``TrackRef``) as this run saw it."""
+    record = dict.fromkeys(COLUMNS, "")
+    record.update(
+        key=ref.key, source=ref.source, source_id=ref.source_id, genre=ref.genre,
+        name=ref.name, n_segments=0, first_seen=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_id=run_id, **{k: str(ref.meta.get(k) or "") for k in TRACK_META},
+        source_stamp=str(ref.meta.get("stamp") or ""),
+    )
+    if ref.meta.get("replaces"):
+        record["reason"] = f"new content at its source; replaces audio {ref.meta['replaces']}"
+    record.update(fields)
+    return record
+
+
+def first_keys(catalog, statuses: Iterable[str], excluding: Iterable[str] = ()) -> dict[str, str]:
+    """{sha256: key} of the rows in ``statuses`` (keys in ``excluding`` left out): the
+    audio a new key would be a copy of."""
+    rows = catalog[catalog["status"].isin(list(statuses)) & ~catalog["key"].isin(list(excluding))]
+    return dict(zip(rows["sha256"], rows["key"], strict=True))
+
+
+def duplicate_of(first: dict[str, str], sha: str, key: str) -> str | None:
+    """The key that had this audio first, if another; else None, and ``key`` is now its
+    first (``first`` as from :func:`first_keys`)."""
+    found = first.setdefault(sha, key)
+    return None if found == key else found
+
+
+def settle_duplicates(catalog, records: list[dict]) -> None:
+    """Mapped batches run in parallel, so the same audio can be ok in two of them: keep
+    the one already in the catalog, else the first by key; mark the rest duplicate
+    (:func:`settle_labels` then turns those of another genre into conflicts)."""
+    first = first_keys(catalog, [OK], excluding={r["key"] for r in records})
+    for record in sorted(records, key=lambda r: r["key"]):
+        if record["status"] != OK:
+            continue
+        copy_of = duplicate_of(first, record["sha256"], record["key"])
+        if copy_of:
+            record.update(status=DUPLICATE, reason=f"same audio as {copy_of}",
+                          raw_key="", features_key="", n_segments=0)
+            log.info("duplicate %s: same audio as %s (in another batch)", record["key"], copy_of)
+
+
+def record_run(store: Store, records: list[dict]):
+    """Record a run's tracks (duplicates across its batches settled, then labels) with
+    compare-and-swap, so a run beside this one loses nothing; the table written. Label
+    conflicts are logged."""
+
+    def change(table):
+        mine = [dict(r) for r in records]
+        settle_duplicates(table, mine)
+        merged = merge_records(table, mine)
+        return merged if settle_labels(merged) or mine else None
+
+    table = update(store, change)
+    for row in conflicts(table):
+        log.warning("conflict %s (%s): %s", row["key"], row["genre"], row["reason"])
+    return table
 
 
 def merge_records(catalog, records: Iterable[dict]):
@@ -167,20 +230,26 @@ def update(store: Store, change: Callable, known=None):
     catalog is read again and ``change`` re-applied, so neither update is lost.
     ``known``: (table, etag) from :func:`read_versioned`, already read by the caller.
     """
-    table, etag = known if known is not None else read_versioned(store)
-    for attempt in range(1, CAS_ATTEMPTS + 1):
+    read = [known if known is not None else read_versioned(store)]
+
+    def attempt():
+        table, etag = read[0]
         new = change(table.copy())
         if new is None:
             return table
-        try:
-            write_catalog(store, new, etag)
-            return new
-        except WriteConflict:
-            log.info("catalog changed since it was read (attempt %d of %d): merging again",
-                     attempt, CAS_ATTEMPTS)
-            table, etag = read_versioned(store)
-    raise WriteConflict(f"{store.location(CATALOG_KEY)}: still changing after "
-                        f"{CAS_ATTEMPTS} attempts to update it")
+        write_catalog(store, new, etag)
+        return new
+
+    def read_again(attempt: int) -> None:
+        log.info("catalog changed since it was read (attempt %d of %d): merging again",
+                 attempt, CAS_ATTEMPTS)
+        read[0] = read_versioned(store)
+
+    try:
+        return until_won(attempt, WriteConflict, CAS_ATTEMPTS, read_again)
+    except WriteConflict as exc:
+        raise WriteConflict(f"{store.location(CATALOG_KEY)}: still changing after "
+                            f"{CAS_ATTEMPTS} attempts to update it") from exc
 
 
 def record_all(store: Store, records: list[dict]):

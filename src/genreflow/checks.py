@@ -1,7 +1,8 @@
 """Statistical checks on a training snapshot: what must hold before a model is trained on it.
 
-Every test here is vectorised over the feature columns (scipy's ``axis=0``), so a
-snapshot of a few thousand segments is checked in well under a second. Which finding
+Every test is vectorised over the feature columns (scipy's ``axis=0``; the statistics
+themselves are in :mod:`genreflow.stats`), so a snapshot of a few thousand segments is
+checked in well under a second. Which finding
 stops a run (:class:`CheckFailed`) and which only warns is a :class:`CheckPolicy`,
 optionally read from ``include/checks.toml``.
 
@@ -13,17 +14,22 @@ that reason.
 from __future__ import annotations
 
 import logging
-import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genreflow.dataset import check_table
 from genreflow.errors import PermanentError
 from genreflow.features.sets import columns, present_in
+from genreflow.stats import adjust_p, confidence_intervals, finite, kruskal_columns
+from genreflow.storage import KeyNotFound, Store
+
+if TYPE_CHECKING:
+    from genreflow.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,7 @@ FINDINGS = (
     "label_conflicts", "validation_leak",
 )
 CORRECTIONS = ("bh", "holm")
+POLICY_FILE = "include/checks.toml"  # in the project home
 
 
 class CheckFailed(PermanentError, RuntimeError):
@@ -81,50 +88,6 @@ def load_policy(path: Path | None) -> CheckPolicy:
     return replace(CheckPolicy(), **values)
 
 
-def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
-    """Multiple-testing adjusted p-values (NaN, from constant columns, stays NaN)."""
-    from scipy.stats import false_discovery_control
-
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if not ok.any():
-        return out
-    if method == "bh":
-        out[ok] = false_discovery_control(p[ok], method="bh")
-        return out
-    values = p[ok]
-    order = np.argsort(values)
-    m = len(values)
-    holm = np.maximum.accumulate(values[order] * (m - np.arange(m)))
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(holm, 1.0)
-    out[ok] = adjusted
-    return out
-
-
-def kruskal_columns(X: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kruskal-Wallis H and p of every column of ``X`` against integer groups ``codes``.
-
-    A constant column has H = 0 and p = 1 (it cannot separate anything).
-    """
-    from scipy.stats import kruskal
-
-    groups = [X[codes == c] for c in np.unique(codes)]
-    if len(groups) < 2:
-        return np.zeros(X.shape[1]), np.ones(X.shape[1])
-    with np.errstate(all="ignore"):
-        h, p = kruskal(*groups, axis=0)
-    constant = ~np.isfinite(h)
-    return np.where(constant, 0.0, h), np.where(constant, 1.0, p)
-
-
-def _finite(value) -> float | None:
-    """JSON-safe float: NaN/inf (undefined statistics) become null."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _anova(groups: list[np.ndarray], names: list[str], policy: CheckPolicy, rng) -> dict:
     """One-way ANOVA beside its assumption tests and their pass rates (share of features)."""
     from scipy.stats import bartlett, f_oneway, levene, shapiro
@@ -149,26 +112,8 @@ def _anova(groups: list[np.ndarray], names: list[str], policy: CheckPolicy, rng)
         "bartlett_pass_share": float(np.mean(bartlett_p >= policy.alpha)),
         "assumptions_hold_share": float((normal & equal_var).mean()),
         "shapiro_max_rows_per_genre": policy.shapiro_max_rows,
-        "F": {n: _finite(v) for n, v in zip(names, f, strict=True)},
+        "F": {n: finite(v) for n, v in zip(names, f, strict=True)},
     }
-
-
-def confidence_intervals(table, features: Sequence[str], level: float = 0.95) -> dict:
-    """Per genre, mean and CI of each feature over track means (tracks are independent)."""
-    from scipy.stats import t
-
-    track_means = table.groupby(["genre", "track_id"])[list(features)].mean()
-    result = {}
-    for feature in features:
-        per_genre = {}
-        for genre, values in track_means[feature].groupby(level="genre"):
-            n, mean = len(values), float(values.mean())
-            half = (t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-                    if n > 1 else math.nan)
-            per_genre[str(genre)] = {"mean": mean, "low": _finite(mean - half),
-                                     "high": _finite(mean + half), "n_tracks": int(n)}
-        result[feature] = per_genre
-    return result
 
 
 def drift(previous, current, policy: CheckPolicy) -> dict:
@@ -191,7 +136,7 @@ def drift(previous, current, policy: CheckPolicy) -> dict:
         "n_compared_segments": int(len(compared)),
         "drifted_share": float(drifted.mean()),
         "drifted_features": [names[i] for i in order if drifted[i]],
-        "ks": {n: {"D": _finite(d), "p_adj": _finite(pa)} for n, d, pa in
+        "ks": {n: {"D": finite(d), "p_adj": finite(pa)} for n, d, pa in
                zip(names, result.statistic, adjusted, strict=True)},
     }
 
@@ -270,7 +215,7 @@ def run_checks(
             "correction": policy.correction,
             "significant_share": float(np.mean(p_adj < policy.alpha)),
             "top_features": top,
-            "per_feature": {n: {"H": float(hv), "p": float(pv), "p_adj": _finite(pa)}
+            "per_feature": {n: {"H": float(hv), "p": float(pv), "p_adj": finite(pa)}
                             for n, hv, pv, pa in zip(names, h, p, p_adj, strict=True)},
         },
         "anova": (_anova(groups, names, policy, np.random.default_rng(seed))
@@ -282,6 +227,32 @@ def run_checks(
     }
     report["findings"] = _findings(report, policy)
     log.info("%s", summary(report))
+    return report
+
+
+def check_snapshot(store: Store, table, valid, settings: Settings,
+                   previous_key: str | None) -> dict:
+    """The report of :func:`run_checks` on a run's snapshot ``table``: with the catalog's
+    label conflicts, valid.csv's songs found in training, drift against the snapshot at
+    ``previous_key`` (none if it is gone), the policy of ``include/checks.toml``."""
+    from genreflow.catalog import conflicts, read_catalog
+    from genreflow.dataset import REBUILD_HINT
+
+    known = read_catalog(store)
+    overlap = validation_overlap(valid, table, known)
+    if not overlap["checked"]:
+        log.warning("valid.csv %s has no audio_sha256 column, so its songs cannot be looked "
+                    "for in the training data; %s", settings.valid_csv, REBUILD_HINT)
+    previous = None
+    if previous_key:
+        try:
+            previous = store.read_frame(previous_key)
+        except KeyNotFound:
+            log.warning("previous snapshot %s is gone; no drift check", previous_key)
+    report = run_checks(table, settings.genres, load_policy(settings.home / POLICY_FILE),
+                        previous, label_conflicts=conflicts(known),
+                        validation_overlap=overlap)
+    report["previous_snapshot_key"] = previous_key if previous is not None else None
     return report
 
 

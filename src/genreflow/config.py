@@ -135,6 +135,13 @@ class Settings:
     def demo_dir(self) -> Path:
         return self.home / "var" / "demo"
 
+    @property
+    def is_demo_inbox(self) -> bool:
+        """Whether the inbox is the synthetic corpus `genreflow demo` writes (the default
+        when GENREFLOW_INBOX is unset): a model trained on it has never heard real music."""
+        inbox = self.inbox.removeprefix("file://")
+        return "://" not in inbox and Path(inbox).resolve() == (self.demo_dir / "inbox").resolve()
+
 
 def read_project_config(path: Path) -> dict:
     try:

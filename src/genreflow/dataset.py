@@ -14,12 +14,16 @@ import io
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genreflow.errors import PermanentError
 from genreflow.features import sets as feature_sets
 from genreflow.features.sets import DEFAULT_SETS
+
+if TYPE_CHECKING:
+    from genreflow.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,33 @@ def read_valid_table(data: bytes, genres: Sequence[str], name: str = "valid.csv"
         raise TableError(f"{name}: has songs of {len(present)} genre ({present}); ROC-AUC "
                          "compares genres and needs at least 2")
     return frame
+
+
+def read_valid(settings: Settings, sets: Sequence[str]):
+    """(table, sha256) of valid.csv with the feature ``sets``; a missing or broken table
+    (or one without those sets, or of another version) fails here with the reason."""
+    from genreflow.storage import KeyNotFound, split_uri
+
+    valid_store, valid_name = split_uri(settings.valid_csv)
+    try:
+        data = valid_store.read_bytes(valid_name)
+    except KeyNotFound as exc:
+        raise TableError(f"valid.csv not found: {exc}") from exc
+    return (read_valid_table(data, settings.genres, settings.valid_csv, sets),
+            hashlib.sha256(data).hexdigest())
+
+
+def check_valid(settings: Settings, training):
+    """valid.csv, checked usable with a model trained on ``training``: readable, this
+    code's features, 2+ genres, and every one of its genres has training tracks."""
+    valid, _ = read_valid(settings, [s.name for s in feature_sets.present_in(training.columns)])
+    untrained = sorted(set(valid["genre"]) - set(training["genre"].astype(str)))
+    if untrained:
+        raise TableError(f"{settings.valid_csv}: genre(s) {untrained} have no training tracks "
+                         "in this snapshot, so the model could not score them")
+    log.info("valid.csv %s: %d songs of %d genres, features match this code",
+             settings.valid_csv, valid["track_id"].nunique(), valid["genre"].nunique())
+    return valid
 
 
 def _parse_numbers(frame, name: str, names: list[str]) -> None:

@@ -91,3 +91,20 @@ def evaluate(model, table) -> dict:
             "segments": confusion_matrix(y_true, predicted, labels=classes).tolist(),
         },
     }
+
+
+def metrics_block(metrics: dict, valid_csv: str) -> str:
+    """The validation result as a few short lines, one per measure, for the task log."""
+    per_genre = metrics["per_genre"]  # sklearn's report: genres, then averages
+    worst = min(((g, per_genre[g]) for g in metrics["confusion_matrix"]["labels"]
+                 if g in per_genre), key=lambda item: item[1]["f1-score"], default=None)
+    lines = [
+        f"validation on {valid_csv}: {metrics['n_songs']} songs, "
+        f"{metrics['n_segments']} segments",
+        f"  ROC-AUC ovo      {metrics['roc_auc_ovo']:.4f}",
+        f"  song accuracy    {metrics['song_accuracy']:.4f}",
+        f"  song macro-F1    {metrics['song_macro_f1']:.4f}",
+    ]
+    if worst:
+        lines.append(f"  weakest genre    {worst[0]} (F1 {worst[1]['f1-score']:.2f})")
+    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 Audio is decoded and cut into segments once; each feature set's extractor
 (genreflow.features.sets) runs on the same segments, so rows of every set line up.
-librosa/numba are imported inside functions only: the CLI and task modules import this.
+librosa/numba are imported inside functions only, so importing this module stays cheap.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class FeatureGenerator(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        from genreflow.checks import kruskal_columns
+        from genreflow.stats import kruskal_columns
 
         X = validate_data(self, X, reset=True, dtype=np.float64)
         _, codes = np.unique(np.asarray(y), return_inverse=True)

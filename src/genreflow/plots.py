@@ -129,3 +129,21 @@ def umap_png(X: np.ndarray, genres: np.ndarray, clusters: np.ndarray, seed: int 
     fig.suptitle(f"UMAP of {len(X)} training segments, colour = KMeans cluster")
     log.info("UMAP figure of %d segments, %d genres", len(X), len(names))
     return _png(fig)
+
+
+def umap_figure(model, table) -> bytes:
+    """UMAP of the training matrix coloured by cluster.
+
+    The matrix is the one the classifier's input is built from (generated + scaled
+    columns, real segments only: samplers act in fit). A model without a cluster step
+    gets clusters of the same kind (ClusterFeature defaults) fitted for the figure only.
+    """
+    from genreflow.cluster import ClusterFeature
+    from genreflow.model import input_frame
+
+    before_smote = [name for name, _ in model.steps].index("smote")  # then cluster
+    X = model[:before_smote].transform(input_frame(model, table))
+    cluster = model.named_steps["cluster"]
+    if cluster == "passthrough":
+        cluster = ClusterFeature().fit(X)
+    return umap_png(X, table["genre"].astype(str).to_numpy(), cluster.assign(X))

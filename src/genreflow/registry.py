@@ -27,16 +27,21 @@ from datetime import UTC, datetime
 from importlib import metadata
 
 from genreflow.errors import PermanentError
+from genreflow.layout import (
+    LATEST_KEY,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    MODELS,
+    TRACKS_FILE,
+    version_key,
+)
 from genreflow.storage import AlreadyExists, KeyNotFound, Store, WriteConflict
 
 log = logging.getLogger(__name__)
 
-MODELS_PREFIX = "models"
-LATEST_KEY = "latest.json"
-MODEL_FILE = "model.skops"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-TRACKS_FILE = "training_tracks.json"  # what the version was trained on (genreflow licences)
+# What a version holds besides its reports, so no report may take these names.
+RESERVED_FILES = frozenset({MODEL_FILE, MANIFEST_FILE, METRICS_FILE, TRACKS_FILE})
 PLOT_SUFFIX = ".png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CURRENT = object()  # publish(expected_champion=...) default: latest as read at the start
@@ -119,10 +124,6 @@ def check_manifest(manifest, where: str) -> dict:
     return manifest
 
 
-def version_key(version: str, name: str) -> str:
-    return f"{MODELS_PREFIX}/{version}/{name}"
-
-
 def parse_pointer(data: bytes, where: str) -> dict:
     """``latest.json`` bytes -> the pointer; BrokenPointer unless it names a valid version."""
     try:
@@ -164,10 +165,10 @@ def _read_latest_etag(store: Store) -> tuple[dict | None, str | None, str]:
 def _version_folders(store: Store) -> dict[str, bool]:
     """Every ``models/<version>/`` folder -> whether it has a manifest."""
     folders: dict[str, bool] = {}
-    for key in store.list_keys(f"{MODELS_PREFIX}/"):
-        parts = key.split("/")
-        if len(parts) >= 3:
-            folders[parts[1]] = folders.get(parts[1], False) or parts[2:] == [MANIFEST_FILE]
+    for key in store.list_keys(MODELS):
+        version, *names = key.removeprefix(MODELS).split("/")
+        if names:
+            folders[version] = folders.get(version, False) or names == [MANIFEST_FILE]
     return folders
 
 

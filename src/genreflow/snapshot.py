@@ -14,22 +14,57 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from genreflow import catalog
 from genreflow.dataset import FEATURE_FINGERPRINT
-from genreflow.features.sets import FeatureSet
+from genreflow.errors import PermanentError
+from genreflow.features.sets import FeatureSet, resolve
 from genreflow.features.sets import fingerprint as sets_fingerprint
-from genreflow.layout import features_key
+from genreflow.layout import (
+    CATALOG_KEY,
+    SNAPSHOT_POINTER,
+    features_key,
+    snapshot_key,
+    snapshot_record_key,
+)
 from genreflow.progress import progress
+from genreflow.retry import with_retries
 from genreflow.storage import KeyNotFound, PermanentStoreError, Store
-from genreflow.transient import with_retries
+from genreflow.track_features import missing_sets
 
 log = logging.getLogger(__name__)
 
-# The last snapshot built: the next one takes its unchanged tracks from it in one read.
-POINTER = "snapshots/latest.json"
 # Features files are small and S3 reads wait on the network: read several at once.
 READ_THREADS = 8
+
+
+class NoUsableTracks(PermanentError):
+    """The catalog holds no ok track, so there is nothing to train on."""
+
+
+def of_catalog(store: Store, table, sets: Sequence[str]) -> dict:
+    """The snapshot of every ok track of the catalog ``table`` that has all ``sets``
+    (the others wait for their upgrade, counted), as the run passes it on: key,
+    fingerprint, tracks, segments, feature set ids. Tracks in label conflict are left
+    out. Each segment's genre is the catalog's (features depend on the audio only)."""
+    ok = table[table["status"] == catalog.OK].sort_values("track_id")
+    waiting = missing_sets(store, table, sets)
+    if waiting:
+        log.warning("snapshot: %d ok tracks lack feature sets and are left out until they "
+                    "are upgraded from raw/ (max_upgrade_tracks per run)", len(waiting))
+        ok = ok[~ok["track_id"].isin(waiting)]
+    if ok.empty:
+        raise NoUsableTracks(
+            "no track can be used for training: the catalog has no ok tracks with every "
+            f"feature set ({len(table)} recorded, {len(waiting)} waiting for an upgrade; "
+            f"see {store.location(CATALOG_KEY)})"
+        )
+    resolved = resolve(sets)
+    key, found, frame = assemble(store, ok, resolved)
+    return {"snapshot_key": key, "fingerprint": found, "n_tracks": int(len(ok)),
+            "n_segments": int(len(frame)), "feature_sets": [s.id for s in resolved]}
 
 
 def fingerprint(ok, sets: list[FeatureSet]) -> str:
@@ -48,7 +83,7 @@ def assemble(store: Store, ok, sets: list[FeatureSet]) -> tuple[str, str, object
     the pointer's."""
     version = sets_fingerprint(sets)
     found = fingerprint(ok, sets)
-    key = f"snapshots/{found}.parquet"
+    key = snapshot_key(found)
     snapshot = verified(store, key, version) if store.exists(key) else None
     if snapshot is not None:
         log.info("snapshot %s already exists and matches its record: reused",
@@ -56,13 +91,9 @@ def assemble(store: Store, ok, sets: list[FeatureSet]) -> tuple[str, str, object
         return key, found, snapshot
     snapshot, digests = build(store, ok, sets)
     store.write_frame(key, snapshot)
-    store.write_json(record_key(key), {"feature_sets": version, "digests": digests})
-    store.write_json(POINTER, {"snapshot_key": key})
+    store.write_json(snapshot_record_key(key), {"feature_sets": version, "digests": digests})
+    store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
     return key, found, snapshot
-
-
-def record_key(snapshot_key: str) -> str:
-    return snapshot_key.removesuffix(".parquet") + ".json"
 
 
 def row_digests(frame) -> dict[str, str]:
@@ -87,8 +118,8 @@ def _read_record(store: Store, key: str, version: str) -> dict | None:
     """A snapshot's record if it is one of ``version`` (feature sets); None, logged, if
     it is missing, unreadable or of other feature sets."""
     try:
-        record = with_retries(f"read {record_key(key)}",
-                              lambda: store.read_json(record_key(key)))
+        record = with_retries(f"read {snapshot_record_key(key)}",
+                              lambda: store.read_json(snapshot_record_key(key)))
         if not isinstance(record, dict) or not isinstance(record.get("digests"), dict):
             raise ValueError("not a snapshot record")
     except KeyNotFound:
@@ -125,7 +156,7 @@ def _previous(store: Store, version: str):
     cannot be read or holds other feature sets."""
     try:
         key = with_retries("read the snapshot pointer",
-                           lambda: store.read_json(POINTER))["snapshot_key"]
+                           lambda: store.read_json(SNAPSHOT_POINTER))["snapshot_key"]
         record = _read_record(store, key, version)
         if record is None:
             return None

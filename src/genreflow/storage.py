@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -23,14 +22,19 @@ from typing import Any
 from urllib.parse import urlparse
 
 from genreflow.errors import PermanentError
+from genreflow.retry import poll
 
 
 class StoreError(RuntimeError):
     """A storage operation failed (server down, a timeout, ...); retrying may help."""
 
+    transient = True  # genreflow.retry tries again; the subclasses below are answers
+
 
 class PermanentStoreError(StoreError, PermanentError):
     """Retrying cannot help: bad credentials, no such bucket, no permission, a bad URI."""
+
+    transient = False
 
 
 class BadStoreUri(PermanentStoreError, ValueError):
@@ -40,9 +44,13 @@ class BadStoreUri(PermanentStoreError, ValueError):
 class KeyNotFound(StoreError, FileNotFoundError):
     """The key does not exist in the store."""
 
+    transient = False
+
 
 class WriteConflict(StoreError):
     """A conditional write lost: the key changed (or appeared) since the writer read it."""
+
+    transient = False
 
 
 class AlreadyExists(WriteConflict, FileExistsError):
@@ -50,6 +58,7 @@ class AlreadyExists(WriteConflict, FileExistsError):
 
 
 LOCK_WAIT_SECONDS = 10.0  # a local conditional write holds its lock for microseconds
+LOCK_POLL_SECONDS = 0.01
 # S3 error codes a retry cannot fix: the configuration (keys, bucket, policy) must change.
 PERMANENT_S3_CODES = frozenset({
     "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -176,18 +185,14 @@ class LocalStore(Store):
     def _lock(self, path: Path) -> Iterator[None]:
         """An exclusive lock file beside ``path`` (O_EXCL create), waited for briefly."""
         lock = path.with_name(f".{path.name}.lock")
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            try:
-                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                break
-            except FileExistsError:
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"{lock} is held by another writer for over {LOCK_WAIT_SECONDS:.0f} s; "
-                        "remove it if no writer is running"
-                    ) from None
-                time.sleep(0.01)
+        try:
+            poll(lambda: os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)),
+                 FileExistsError, LOCK_WAIT_SECONDS, LOCK_POLL_SECONDS)
+        except FileExistsError:
+            raise StoreError(
+                f"{lock} is held by another writer for over {LOCK_WAIT_SECONDS:.0f} s; "
+                "remove it if no writer is running"
+            ) from None
         try:
             yield
         finally:

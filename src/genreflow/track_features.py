@@ -16,8 +16,8 @@ from genreflow import catalog
 from genreflow.extraction import POOL_MIN_TRACKS
 from genreflow.features.sets import resolve
 from genreflow.layout import FEATURES, features_index, features_key
+from genreflow.retry import with_retries
 from genreflow.storage import KeyNotFound, Store
-from genreflow.transient import with_retries
 
 log = logging.getLogger(__name__)
 

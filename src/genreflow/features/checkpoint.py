@@ -18,7 +18,6 @@ import numpy as np
 
 FOOTER_BYTES = 48
 TABLE_MAGIC = 0xDB4775248B80FB57
-BLOCK_TRAILER = 5  # compression type byte + crc32
 DT_FLOAT = 1  # tensorflow.DataType
 
 

@@ -19,6 +19,8 @@ class SourceUnavailable(RuntimeError):
     """The source cannot be reached (network, server error): not the track's fault, so it
     is retried and then fails the task, and the track is fetched again on the retry."""
 
+    transient = True  # genreflow.retry tries again
+
 
 @dataclass(frozen=True)
 class TrackRef:

@@ -13,7 +13,7 @@ genres (that would be a label conflict); anything else is recorded with its reas
 The licence, artist, title and Jamendo page travel with the track into the catalog, so
 ``genreflow licences`` can list what a model was trained on for attribution.
 
-Requests follow the shared :class:`~genreflow.sources.remote.RetryPolicy`; a genre that
+Requests follow the shared :class:`~genreflow.retry.RetryPolicy`; a genre that
 still cannot be listed is skipped and recorded; an invalid client id fails the run at once.
 Every API request counts against this run's share of the monthly quota; when it is used
 up, the remaining genres are skipped and recorded.
@@ -33,17 +33,9 @@ import requests
 
 from genreflow.config import JamendoConfig
 from genreflow.errors import PermanentError
+from genreflow.retry import GiveUp, RateLimited, RetryPolicy, Transient, retry_after
 from genreflow.sources.base import Discovery, FetchError, TrackRef
-from genreflow.sources.remote import (
-    GiveUp,
-    RateLimited,
-    RetryPolicy,
-    Tally,
-    Transient,
-    airflow_connection,
-    download,
-    retry_after,
-)
+from genreflow.sources.remote import Tally, airflow_connection, download
 
 log = logging.getLogger(__name__)
 

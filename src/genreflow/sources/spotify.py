@@ -9,9 +9,9 @@ Network behaviour is bounded by one policy applied here rather than by spotipy's
 urllib3 retries: those sleep for any ``Retry-After`` (429 and 503) however long, cannot be
 given a test clock, and report exhausted 5xx retries as a 429 "Max Retries", losing the cause.
 So the spotipy client gets a plain session without retries and :meth:`SpotifySource._call`
-maps its errors onto the shared :class:`~genreflow.sources.remote.RetryPolicy`: 429 waits
+maps its errors onto the shared :class:`~genreflow.retry.RetryPolicy`: 429 waits
 ``Retry-After`` if it is within ``max_retry_after`` (a bounded number of times), 5xx/timeouts
-back off and retry ``retries`` times, a 401 refreshes the token once, anything else skips
+back off and retry a few times, a 401 refreshes the token once, anything else skips
 the playlist. A skipped playlist is recorded in ``rejected``; only
 rejected credentials fail the run (:class:`SpotifyAuthError`).
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,17 +30,9 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.oauth2 import SpotifyClientCredentials, SpotifyOauthError
 
 from genreflow.errors import PermanentError
+from genreflow.retry import GiveUp, RateLimited, RetryPolicy, Transient, retry_after
 from genreflow.sources.base import Discovery, FetchError, TrackRef
-from genreflow.sources.remote import (
-    GiveUp,
-    RateLimited,
-    RetryPolicy,
-    Tally,
-    Transient,
-    airflow_connection,
-    download,
-    retry_after,
-)
+from genreflow.sources.remote import Tally, airflow_connection, download
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +106,13 @@ class SpotifySource:
         api_prefix: str = API_PREFIX,
         token_url: str = TOKEN_URL,
         requests_timeout: float = 10.0,
-        retries: int = 3,
-        backoff_factor: float = 0.5,
-        max_retry_after: float = 30.0,
-        rate_limit_retries: int = 3,
         preview_timeout: float = 20.0,
-        sleep: Callable[[float], None] = time.sleep,
+        policy: RetryPolicy | None = None,
     ):
         """``genres``, when given, rejects playlists configured under any other genre.
 
-        Worst case per API call: ``retries + 1`` attempts of ``requests_timeout`` each plus
-        backoff ``backoff_factor * 2**n`` between them, plus up to ``rate_limit_retries``
-        waits of at most ``max_retry_after`` seconds.
+        Worst case per API call: what ``policy`` allows, each attempt up to
+        ``requests_timeout``.
         """
         if not client_id or not client_secret:
             raise SpotifyAuthError(
@@ -135,8 +121,7 @@ class SpotifySource:
             )
         self.playlists = {genre: list(ids) for genre, ids in playlists.items()}
         self.genres = frozenset(genres) if genres is not None else None
-        self.policy = RetryPolicy(retries, backoff_factor, max_retry_after, rate_limit_retries,
-                                  sleep)
+        self.policy = policy or RetryPolicy()
         self.preview_timeout = preview_timeout
         self._auth = SpotifyClientCredentials(
             client_id=client_id,
