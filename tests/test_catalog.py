@@ -198,6 +198,34 @@ def test_a_conflict_without_stored_features_stays_until_features_exist():
     assert list(table["status"]) == [catalog.CONFLICT, catalog.CONFLICT]
 
 
+def test_settling_counts_every_audios_changes_and_skips_missing_values():
+    """Changes are counted over all audios settled in one call; a key whose sha256 or
+    features_key is missing (NaN, as in rows written before the column) is no audio
+    and no stored features."""
+    import pandas as pd
+
+    nan = float("nan")
+    rows = [audio_row("inbox:metal/a1.wav", "metal", catalog.OK, "t1", sha="a" * 64),
+            audio_row("inbox:rock/a2.wav", "rock", catalog.OK, "t2", sha="a" * 64),
+            audio_row("inbox:metal/b1.wav", "metal", catalog.CONFLICT, "t1", sha="b" * 64,
+                      reason="old"),
+            audio_row("inbox:metal/b2.wav", "metal", catalog.CONFLICT, "t2", sha="b" * 64,
+                      features="features/b.parquet", reason="old"),
+            audio_row("inbox:jazz/n1.wav", "jazz", catalog.OK, "t1", sha=nan),
+            audio_row("inbox:rock/n2.wav", "rock", catalog.OK, "t1", sha=nan)]
+    table = pd.DataFrame(rows, columns=catalog.COLUMNS)
+    table.loc[table["key"] == "inbox:metal/b1.wav", "features_key"] = nan
+    assert catalog.settle_labels(table) == 4
+    statuses = dict(zip(table["key"], table["status"], strict=True))
+    assert statuses == {"inbox:metal/a1.wav": catalog.CONFLICT,
+                        "inbox:rock/a2.wav": catalog.CONFLICT,
+                        "inbox:metal/b1.wav": catalog.OK, "inbox:metal/b2.wav": catalog.DUPLICATE,
+                        "inbox:jazz/n1.wav": catalog.OK, "inbox:rock/n2.wav": catalog.OK}
+    keeper = table.set_index("key").loc["inbox:metal/b1.wav"]
+    assert (keeper["features_key"], keeper["raw_key"], keeper["n_segments"]) == (
+        "features/b.parquet", "raw/inbox:metal/b2.wav", 3)
+
+
 def test_update_starts_from_the_table_given_and_gives_up_after_cas_attempts(tmp_path):
     import pandas as pd
     import pytest
