@@ -27,6 +27,7 @@ def test_song_votes_by_hand():
     votes = song_votes(np.array(["s1", "s1", "s1", "s2", "s2"]),
                        np.array(["jazz", "rock", "rock", "pop", "blues"]))
     assert votes.to_dict() == {"s1": "rock", "s2": "blues"}  # a tie goes to the first name
+    assert votes.index.tolist() == ["s1", "s2"]
 
 
 def test_soft_vote_by_hand():

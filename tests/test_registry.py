@@ -396,7 +396,10 @@ def test_gate_compares_on_the_same_valid_csv(settings, models):
     valid, valid_sha = read_valid(settings, ["librosa"])
     rescored = decide(0.0, sha=valid_sha)
     expected = evaluate(models[0], valid)["roc_auc_ovo"]
-    assert rescored["champion_roc_auc_ovo"] == expected and "re-scored" in rescored["reason"]
+    assert rescored["champion_roc_auc_ovo"] == expected
+    assert rescored["reason"] == (
+        f"challenger ROC-AUC 0.0000 is {'not worse' if expected <= 0.05 else 'worse'} than "
+        f"champion {champion} {expected:.4f} (re-scored on today's valid.csv) within margin 0.05")
     assert rescored["promote"] == (expected <= 0.05)
 
 
@@ -502,6 +505,76 @@ def test_release_publish_copies_report_files(settings, models):
     manifest = registry.read_manifest(store, refused["version"])
     assert manifest["promoted"] is False and manifest["gate"]["reason"] == "worse by 0.2"
     assert registry.read_latest(store)["version"] == version
+
+
+def test_release_publish_records_the_run_in_the_manifest(settings, models, caplog):
+    from datetime import UTC, datetime
+
+    from genreflow.features.sets import SETS
+
+    store = open_store(settings.store)
+    for key, data in {"runs/r1/model.skops": registry.dump_model(models[0]),
+                      "runs/r1/tracks.json": b'["t1"]', "runs/r1/checks.json": b"{}",
+                      "runs/r1/umap.png": b"\x89PNG umap"}.items():
+        store.write_bytes(key, data)
+    metrics = {"roc_auc_ovo": 0.875, "song_accuracy": 0.5, "valid_sha256": "v1",
+               "per_genre": {"metal": {"recall": 1.0}},
+               "report_files": {"checks.json": "runs/r1/checks.json"}}
+    snapshot = {"snapshot_key": "snapshots/s.parquet", "fingerprint": "f", "n_tracks": 12}
+    trained = {"model_key": "runs/r1/model.skops", "tracks_key": "runs/r1/tracks.json",
+               "config": {"steps": {}}, "model_name": "tiny", "cv_roc_auc_ovo": 0.95,
+               "cv_roc_auc_ovo_std": 0.02, "feature_sets": ["librosa-v1"],
+               "n_training_segments": 36, "synthetic_demo": False,
+               "classes": list(GENRES), "training_counts": {"metal": 4}}
+    decision = {"promote": True, "champion": None, "reason": "first model"}
+    caplog.set_level(logging.INFO, logger="genreflow")
+    before = datetime.now(UTC).replace(microsecond=0)
+    result = release.publish(settings, snapshot, trained, metrics, decision, "manual__r1",
+                             figures={"umap.png": "runs/r1/umap.png"})
+    version = result["version"]
+    location = store.location(registry.version_key(version, ""))
+    assert result == {"version": version, "location": location, "promoted": True,
+                      "roc_auc_ovo": 0.875, "song_accuracy": 0.5}
+    manifest = registry.read_manifest(store, version)
+    created = datetime.fromisoformat(manifest.pop("created_at"))
+    assert before <= created <= datetime.now(UTC) and created.utcoffset().total_seconds() == 0
+    files = manifest.pop("files")
+    assert manifest == {
+        "run_id": "manual__r1", "genres": list(GENRES), "feature_sets": ["librosa-v1"],
+        "feature_fingerprints": [SETS["librosa"].fingerprint], "model_name": "tiny",
+        "model_config": {"steps": {}}, "cv_roc_auc_ovo": 0.95, "cv_roc_auc_ovo_std": 0.02,
+        "n_training_segments": 36, "synthetic_demo": False, "training_counts": {"metal": 4},
+        "snapshot_key": "snapshots/s.parquet", "snapshot_fingerprint": "f",
+        "n_training_tracks": 12, "valid_csv": settings.valid_csv, "valid_sha256": "v1",
+        "metrics": {"roc_auc_ovo": 0.875, "song_accuracy": 0.5, "valid_sha256": "v1"},
+        "gate": decision, "packages": registry.package_versions(), "version": version,
+        "promoted": True}
+    stored = registry.verify_files(store, version, {**manifest, "files": files})
+    assert stored == {
+        registry.MODEL_FILE: store.read_bytes("runs/r1/model.skops"),
+        registry.TRACKS_FILE: b'["t1"]', "checks.json": b"{}", "umap.png": b"\x89PNG umap",
+        registry.METRICS_FILE: registry.json_bytes({k: v for k, v in metrics.items()
+                                                    if k != "report_files"})}
+    assert (f"published {version} to {location} (promoted to latest); ROC-AUC ovo 0.8750, "
+            "song accuracy 0.5000") in caplog.text
+    refused = release.publish(settings, snapshot, {**trained, "tracks_key": None}, metrics,
+                              {**decision, "promote": False, "champion": version}, "r2")
+    assert not refused["promoted"] and (
+        f"published {refused['version']} to {refused['location']} (NOT promoted)" in caplog.text)
+    assert registry.TRACKS_FILE not in registry.read_manifest(store, refused["version"])["files"]
+    with pytest.raises(registry.RegistryError) as clash:
+        release.publish(settings, snapshot, trained, metrics, decision, "r3",
+                        figures={"metrics.json": "runs/r1/umap.png",
+                                 "model.skops": "runs/r1/umap.png"})
+    assert str(clash.value) == "report files may not be named ['metrics.json', 'model.skops']"
+
+
+def test_package_versions_are_those_installed_and_skip_the_missing(monkeypatch):
+    import pandas
+
+    monkeypatch.setattr(registry, "PACKAGES", ("numpy", "no-such-package-genreflow", "pandas"))
+    assert registry.package_versions() == {"numpy": np.__version__,
+                                           "pandas": pandas.__version__}
 
 
 SKOPS_IN_A_TASK_PROCESS = """

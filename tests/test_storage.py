@@ -314,6 +314,36 @@ def test_s3_without_credentials_is_permanent_and_names_the_key():
     assert str(failure.value) == "S3 get s3://bucket/store/k: Unable to locate credentials"
 
 
+def test_stamps_change_with_the_content_and_cover_every_key(store):
+    """Local: size and mtime in ns; S3: size and ETag (the MD5 of a single-part upload)."""
+    import hashlib
+    import time
+
+    assert store.stamp("a/k") is None
+    store.write_bytes("a/k", b"one")
+    store.write_bytes("a/j", b"x")
+    first = store.stamp("a/k")
+    if isinstance(store, S3Store):
+        assert first.tag == f"3-{hashlib.md5(b'one').hexdigest()}"
+        assert abs(first.modified - time.time()) < 60
+    else:
+        stat = (store.root / "a" / "k").stat()
+        assert (first.tag, first.modified) == (f"3-{stat.st_mtime_ns}", stat.st_mtime)
+    assert store.list_stamps("a/") == {"a/j": store.stamp("a/j"), "a/k": first}
+    store.write_bytes("a/k", b"four")
+    assert store.stamp("a/k").tag.startswith("4-")
+
+
+def test_a_store_without_stamps_says_so():
+    from test_registry import HookedStore
+
+    store = HookedStore(LocalStore("unused"), lambda key: None)
+    for call in (store.list_stamps, lambda: store.stamp("k")):
+        with pytest.raises(NotImplementedError) as failure:
+            call()
+        assert str(failure.value) == "HookedStore keeps no stamps"
+
+
 def test_opening_and_reading_create_no_folder(tmp_path):
     root = tmp_path / "nowhere" / "store"
     store = open_store(str(root))
