@@ -4,6 +4,7 @@ and concurrent writers lose nothing."""
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import re
 
@@ -51,10 +52,12 @@ def test_no_records_writes_nothing(tmp_path):
     assert not store.exists(catalog.CATALOG_KEY)
 
 
-def test_a_write_that_lost_the_race_is_merged_again(tmp_path):
+def test_a_write_that_lost_the_race_is_merged_again(tmp_path, caplog):
     """Another writer lands between our read and our write: first while the catalog is
-    still absent, then over an existing one; both times nothing is lost."""
+    still absent, then over an existing one; both times nothing is lost, and the log
+    says so."""
     store = LocalStore(tmp_path)
+    caplog.set_level(logging.INFO, logger="genreflow")
     seen: list[list[str]] = []
 
     def change(mine: str, theirs: str):
@@ -72,6 +75,10 @@ def test_a_write_that_lost_the_race_is_merged_again(tmp_path):
                     ["inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/d.wav"]]
     assert sorted(table["key"]) == sorted(catalog.read_catalog(store)["key"]) == [
         "inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/c.wav", "inbox:metal/d.wav"]
+    merged = "catalog changed since it was read (attempt 1 of 20): merging again"
+    assert caplog.messages.count(merged) == 2
+    assert (f"catalog: 4 tracks {{'ok': 4}} -> {store.location(catalog.CATALOG_KEY)}"
+            in caplog.messages)
 
 
 ROUNDS, PER_ROUND = 4, 12  # per process: one ok track and 11 failed ones per round
@@ -198,7 +205,7 @@ def test_a_conflict_without_stored_features_stays_until_features_exist():
     assert list(table["status"]) == [catalog.CONFLICT, catalog.CONFLICT]
 
 
-def test_settling_counts_every_audios_changes_and_skips_missing_values():
+def test_settling_counts_every_audios_changes_and_skips_missing_values(caplog):
     """Changes are counted over all audios settled in one call; a key whose sha256 or
     features_key is missing (NaN, as in rows written before the column) is no audio
     and no stored features."""
@@ -215,7 +222,10 @@ def test_settling_counts_every_audios_changes_and_skips_missing_values():
             audio_row("inbox:rock/n2.wav", "rock", catalog.OK, "t1", sha=nan)]
     table = pd.DataFrame(rows, columns=catalog.COLUMNS)
     table.loc[table["key"] == "inbox:metal/b1.wav", "features_key"] = nan
+    caplog.set_level(logging.INFO, logger="genreflow")
     assert catalog.settle_labels(table) == 4
+    assert (f"audio {'b' * 16} settled (conflict resolved or its ok key removed): "
+            "inbox:metal/b1.wav (metal) is ok again") in caplog.messages
     statuses = dict(zip(table["key"], table["status"], strict=True))
     assert statuses == {"inbox:metal/a1.wav": catalog.CONFLICT,
                         "inbox:rock/a2.wav": catalog.CONFLICT,

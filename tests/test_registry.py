@@ -88,9 +88,13 @@ class HookedStore(Store):
         self.inner.delete(key)
 
 
-def test_publish_verify_load_round_trip(store_uri, models):
+def test_publish_verify_load_round_trip(store_uri, models, caplog):
     store = open_store(store_uri)
+    caplog.set_level(logging.INFO, logger="genreflow")
     version = publish_model(store, models[0])
+    assert (f"stored {store.location(registry.version_key(version, ''))} (2 files, sha256 "
+            f"verified)") in caplog.messages
+    assert f"latest -> {version} (was None)" in caplog.messages
     latest = registry.read_latest(store)
     manifest_bytes = store.read_bytes(registry.version_key(version, registry.MANIFEST_FILE))
     assert latest["version"] == version and latest["previous"] is None
@@ -415,21 +419,22 @@ def test_gate_promotes_within_the_margin_and_refuses_below_it(settings, models, 
         "challenger_roc_auc_ovo": 0.5,
         "reason": f"challenger ROC-AUC 0.5000 is not worse than champion {champion} 0.7500 "
                   "(recorded on the same valid.csv) within margin 0.25"}
-    assert f"gate: PROMOTE: {within['reason']}" in caplog.text
+    assert f"gate: PROMOTE: {within['reason']}" in caplog.messages
     below = np.nextafter(0.5, 0)
     refused = release.gate(settings, {"roc_auc_ovo": below, "valid_sha256": "v1"}, 0.25, False)
     assert refused == {
         **within, "promote": False, "challenger_roc_auc_ovo": below,
         "reason": f"challenger ROC-AUC 0.5000 is worse than champion {champion} 0.7500 "
                   "(recorded on the same valid.csv) within margin 0.25"}
-    assert f"gate: REFUSE: {refused['reason']}" in caplog.text
+    assert f"gate: REFUSE: {refused['reason']}" in caplog.messages
     forced = release.gate(settings, {"roc_auc_ovo": below, "valid_sha256": "v1"}, 0.25, True)
     assert forced == {"promote": True, "reason": "forced by the force_publish param",
                       "champion": champion, "margin": 0.25, "challenger_roc_auc_ovo": below}
 
 
-def test_gate_without_a_usable_champion_promotes_and_says_why(settings, models):
+def test_gate_without_a_usable_champion_promotes_and_says_why(settings, models, caplog):
     store = open_store(settings.store)
+    caplog.set_level(logging.INFO, logger="genreflow")
 
     def decide():
         return release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "v1"}, 0.0, False)
@@ -448,6 +453,8 @@ def test_gate_without_a_usable_champion_promotes_and_says_why(settings, models):
     problem = registry.read_champion(store).problem
     assert problem.startswith("BrokenPointer: ")
     assert decide()["reason"] == f"no usable champion: {problem}"
+    assert (f"no usable champion ({problem}); training and publishing as if there were "
+            "none") in caplog.messages
 
 
 def test_a_champion_that_cannot_be_scored_is_replaced_with_the_reason(settings, models):
@@ -556,11 +563,12 @@ def test_release_publish_records_the_run_in_the_manifest(settings, models, caplo
         registry.METRICS_FILE: registry.json_bytes({k: v for k, v in metrics.items()
                                                     if k != "report_files"})}
     assert (f"published {version} to {location} (promoted to latest); ROC-AUC ovo 0.8750, "
-            "song accuracy 0.5000") in caplog.text
+            "song accuracy 0.5000") in caplog.messages
     refused = release.publish(settings, snapshot, {**trained, "tracks_key": None}, metrics,
                               {**decision, "promote": False, "champion": version}, "r2")
     assert not refused["promoted"] and (
-        f"published {refused['version']} to {refused['location']} (NOT promoted)" in caplog.text)
+        f"published {refused['version']} to {refused['location']} (NOT promoted); ROC-AUC "
+        "ovo 0.8750, song accuracy 0.5000") in caplog.messages
     assert registry.TRACKS_FILE not in registry.read_manifest(store, refused["version"])["files"]
     with pytest.raises(registry.RegistryError) as clash:
         release.publish(settings, snapshot, trained, metrics, decision, "r3",
@@ -633,7 +641,7 @@ def test_saving_a_model_in_an_airflow_process_warns_nothing(tmp_path):
     assert int(shims) > 0  # the shims are loaded, and back in place afterwards
 
 
-def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
+def test_version_summaries_show_every_field_and_every_version(tmp_path, models, caplog):
     """One row per version folder, newest first: the manifest's training record, metrics,
     gate and plots; an unreadable version is a row with its error, and the rows after it
     are still there; ``only`` gives one version's row."""
@@ -675,8 +683,11 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
         store.delete(registry.version_key(bare, name))
 
     store.write_bytes(registry.LATEST_KEY, b"garbage")
+    caplog.set_level(logging.INFO, logger="genreflow")
     assert {r["version"]: r.get("promoted") for r in registry.version_summaries(store)} == {
         new: None, broken: None, old: None}
+    assert any(m.startswith(f"{store.location(registry.LATEST_KEY)} is not JSON (")
+               for m in caplog.messages)
     store.write_bytes(registry.LATEST_KEY, registry.json_bytes({"version": old}))  # no history
     store.write_bytes(registry.version_key(new, registry.MANIFEST_FILE), registry.json_bytes(
         {**registry.read_manifest(store, new), "promoted": False}))
@@ -711,7 +722,8 @@ def test_registry_json_and_names(tmp_path):
     assert str(raised.value) == "where: entry 'm' has no sha256; refusing the version"
 
 
-def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, models):
+def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, models,
+                                                                      caplog):
     store = open_store(str(tmp_path / "store"))
     model = registry.dump_model(models[0])
     for files in ({"metrics.json": b"{}"}, {registry.MODEL_FILE: model, "manifest.json": b"{}"}):
@@ -729,9 +741,12 @@ def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, 
     assert registry.rollback(store, "v1") == {"version": "v1", "previous": "v2",
                                               "repaired": "", "manifest": manifest}
     store.write_bytes(registry.LATEST_KEY, b"{}")
+    caplog.set_level(logging.INFO, logger="genreflow")
     done = registry.rollback(store, "v2")
     assert done["previous"] is None and done["repaired"].startswith(
         f"{store.location(registry.LATEST_KEY)} names no valid version")
+    assert f"{done['repaired']}; the next promotion or rollback replaces it" in caplog.messages
+    assert "latest -> v2 (was None)" in caplog.messages
     assert registry.read_latest(store)["manifest_sha256"] == registry.sha256_hex(
         store.read_bytes(registry.version_key("v2", registry.MANIFEST_FILE)))
     store.delete(registry.LATEST_KEY)

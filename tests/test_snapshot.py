@@ -127,18 +127,20 @@ def test_a_stored_snapshot_that_matches_its_record_is_reused_without_reading(tmp
     pd.testing.assert_frame_equal(again[2], built)
     assert store.features_read() == []
     assert f"snapshot {store.location(key)} already exists and matches its record: reused" \
-        in caplog.text
+        in caplog.messages
 
 
 @pytest.mark.parametrize(("record", "message"), [
-    (None, "has no record of what it was built from: not trusted"),
-    (b"[]", "its record cannot be read (not a snapshot record): not trusted"),
+    (None, "snapshot {where} has no record of what it was built from: not trusted"),
+    (b"[]", "snapshot {where}: its record cannot be read (not a snapshot record): not trusted"),
     (b'{"feature_sets": "v1", "digests": []}',
-     "its record cannot be read (not a snapshot record): not trusted"),
-    (b"{not json", "its record cannot be read (Expecting property name"),
+     "snapshot {where}: its record cannot be read (not a snapshot record): not trusted"),
+    (b"{not json", "snapshot {where}: its record cannot be read (Expecting property name "
+     "enclosed in double quotes: line 1 column 2 (char 1)): not trusted"),
     (b'{"feature_sets": "v0-0123456789ab", "digests": {}}',
-     "holds feature sets v0-0123456789ab, this run needs v1-"),
-])
+     "snapshot {where} holds feature sets v0-0123456789ab, this run needs {version}: not "
+     "reused"),
+], ids=["missing", "a-list", "digests-a-list", "not-json", "other-feature-sets"])
 def test_a_snapshot_without_a_record_of_its_feature_sets_is_rebuilt(tmp_path, caplog,
                                                                     record, message):
     store = LocalStore(tmp_path)
@@ -154,7 +156,8 @@ def test_a_snapshot_without_a_record_of_its_feature_sets_is_rebuilt(tmp_path, ca
     store.write_frame(key, stale)
     caplog.set_level(logging.INFO, logger="genreflow")
     assert snapshot.verified(store, key, sets_fingerprint(LIBROSA)) is None
-    assert f"snapshot {store.location(key)}" in caplog.text and message in caplog.text
+    assert message.format(where=store.location(key), version=sets_fingerprint(LIBROSA)) \
+        in caplog.messages
     pd.testing.assert_frame_equal(snapshot.assemble(store, ok, LIBROSA)[2], built)
     pd.testing.assert_frame_equal(store.read_frame(key), built)
     assert store.read_json(record_key)["digests"] == snapshot.row_digests(built)
@@ -171,7 +174,7 @@ def test_a_snapshot_whose_rows_changed_since_its_record_is_rebuilt(tmp_path, cap
     caplog.set_level(logging.INFO, logger="genreflow")
     assert snapshot.verified(store, key, sets_fingerprint(LIBROSA)) is None
     assert (f"snapshot {store.location(key)} does not match its record (rows changed since "
-            "it was built): rebuilding it from the features files") in caplog.text
+            "it was built): rebuilding it from the features files") in caplog.messages
     pd.testing.assert_frame_equal(snapshot.assemble(store, ok, LIBROSA)[2], built)
     pd.testing.assert_frame_equal(store.read_frame(key), built)
 
@@ -188,8 +191,9 @@ def test_a_new_snapshot_reads_only_the_features_files_of_tracks_new_since_the_la
     caplog.set_level(logging.INFO, logger="genreflow")
     key, _, frame = snapshot.assemble(store, ok, LIBROSA)
     assert store.features_read() == [features_key("librosa-v1", "t0")]
-    assert "snapshot: 2 of 3 tracks taken from the earlier snapshot" in caplog.text
-    assert "snapshot: reading the features files of 1 tracks (1 feature sets)" in caplog.text
+    assert "snapshot: 2 of 3 tracks taken from the earlier snapshot" in caplog.messages
+    assert "snapshot: reading the features files of 1 tracks (1 feature sets)" \
+        in caplog.messages
     assert "do not match its record" not in caplog.text
     assert store.read_json(snapshot.record_key(key))["digests"] == snapshot.row_digests(frame)
     assert store.read_json(snapshot.POINTER) == {"snapshot_key": key}
@@ -215,8 +219,8 @@ def test_earlier_rows_are_taken_only_where_segment_count_and_record_agree(tmp_pa
     frame, digests = snapshot.build(store, ok, LIBROSA)
     assert store.features_read() == [features_key("librosa-v1", t) for t in ("t1", "t2")]
     assert ("snapshot: 1 tracks of the earlier snapshot do not match its record (changed "
-            "since it was built): read again from their features files") in caplog.text
-    assert "snapshot: 1 of 3 tracks taken from the earlier snapshot" in caplog.text
+            "since it was built): read again from their features files") in caplog.messages
+    assert "snapshot: 1 of 3 tracks taken from the earlier snapshot" in caplog.messages
     assert frame["track_id"].tolist() == ["t1"] * 3 + ["t2"] * 2 + ["t3"] * 2
     assert frame.loc[frame["track_id"] == "t3", "genre"].tolist() == ["metal", "metal"]
     assert digests == snapshot.row_digests(frame)
@@ -225,11 +229,15 @@ def test_earlier_rows_are_taken_only_where_segment_count_and_record_agree(tmp_pa
 
 @pytest.mark.parametrize(("pointer", "message"), [
     (None, "snapshot: no earlier snapshot to start from"),
-    (b"{not json", "snapshot: the earlier snapshot cannot be read (Expecting property name"),
-    (b"{}", "snapshot: the earlier snapshot cannot be read ('snapshot_key')"),
-    (b"[]", "snapshot: the earlier snapshot cannot be read (list indices"),
-    (b'{"snapshot_key": "snapshots/gone.parquet"}', "has no record of what it was built"),
-])
+    (b"{not json", "snapshot: the earlier snapshot cannot be read (Expecting property name "
+     "enclosed in double quotes: line 1 column 2 (char 1)); reading every features file"),
+    (b"{}", "snapshot: the earlier snapshot cannot be read ('snapshot_key'); reading every "
+     "features file"),
+    (b"[]", "snapshot: the earlier snapshot cannot be read (list indices must be integers or "
+     "slices, not str); reading every features file"),
+    (b'{"snapshot_key": "snapshots/gone.parquet"}',
+     "snapshot {gone} has no record of what it was built from: not trusted"),
+], ids=["missing", "not-json", "no-key", "a-list", "gone"])
 def test_without_a_usable_earlier_snapshot_every_features_file_is_read(tmp_path, caplog,
                                                                         pointer, message):
     store = CountingStore(tmp_path)
@@ -244,7 +252,7 @@ def test_without_a_usable_earlier_snapshot_every_features_file_is_read(tmp_path,
     store.reads.clear()
     caplog.set_level(logging.INFO, logger="genreflow")
     frame, _ = snapshot.build(store, ok, LIBROSA)
-    assert message in caplog.text
+    assert message.format(gone=store.location("snapshots/gone.parquet")) in caplog.messages
     assert "taken from the earlier snapshot" not in caplog.text
     assert store.features_read() == [features_key("librosa-v1", t) for t in ("t1", "t2")]
     assert frame["track_id"].tolist() == ["t1", "t1", "t2"]
