@@ -100,6 +100,18 @@ def test_two_genres_are_scored_by_the_second_ones_share_of_the_pair():
     segments: 3 of 4 pairs ordered right."""
     table = fixed_table().iloc[:4]
     assert evaluate(Fixed(), table)["roc_auc_ovo"] == 0.75
+
+
+def test_metrics_are_rounded_to_six_decimals():
+    """s2 jazz, s3 and s4 rock: 2 of 3 songs and 2 of 6 segments right; F1 0 (blues,
+    predicted once, never true), 1 (jazz), 2/3 (rock)."""
+    metrics = evaluate(Fixed(), fixed_table().iloc[2:])
+    assert (metrics["song_accuracy"], metrics["segment_accuracy"], metrics["song_macro_f1"]) \
+        == (0.666667, 0.333333, 0.555556)
+
+
+def test_evaluate_refuses_what_it_cannot_score():
+    table = fixed_table().iloc[:4]
     with pytest.raises(TableError) as refused:
         evaluate(Fixed(), table.iloc[:2])
     assert str(refused.value) == "validation songs of 1 genre ['blues']: ROC-AUC needs 2"
