@@ -206,9 +206,11 @@ def test_a_conflict_without_stored_features_stays_until_features_exist():
 
 
 def test_settling_counts_every_audios_changes_and_skips_missing_values(caplog):
-    """Changes are counted over all audios settled in one call; a key whose sha256 or
-    features_key is missing (NaN, as in rows written before the column) is no audio
-    and no stored features."""
+    """Changes are counted over all audios settled in one call: a new conflict (a), a
+    former conflict now of one genre (b, d: also beside an ok key), an audio whose ok key
+    was removed (e); an audio with an ok key and a duplicate is settled (c), even when
+    the duplicate came first. A key whose sha256 or features_key is missing (NaN, as in
+    rows written before the column) is no audio and no stored features."""
     import pandas as pd
 
     nan = float("nan")
@@ -218,18 +220,33 @@ def test_settling_counts_every_audios_changes_and_skips_missing_values(caplog):
                       reason="old"),
             audio_row("inbox:metal/b2.wav", "metal", catalog.CONFLICT, "t2", sha="b" * 64,
                       features="features/b.parquet", reason="old"),
+            audio_row("inbox:metal/c1.wav", "metal", catalog.DUPLICATE, "t1", sha="c" * 64,
+                      reason="same audio as inbox:metal/c2.wav"),
+            audio_row("inbox:metal/c2.wav", "metal", catalog.OK, "t2", sha="c" * 64,
+                      features="features/c.parquet"),
+            audio_row("inbox:metal/d1.wav", "metal", catalog.CONFLICT, "t1", sha="d" * 64,
+                      reason="old"),
+            audio_row("inbox:metal/d2.wav", "metal", catalog.OK, "t2", sha="d" * 64,
+                      features="features/d.parquet"),
+            audio_row("inbox:metal/e1.wav", "metal", catalog.DUPLICATE, "t2", sha="e" * 64,
+                      reason="same audio as inbox:metal/e0.wav"),
+            audio_row("inbox:metal/e0.wav", "metal", catalog.REMOVED, "t1", sha="e" * 64,
+                      features="features/e.parquet"),
             audio_row("inbox:jazz/n1.wav", "jazz", catalog.OK, "t1", sha=nan),
             audio_row("inbox:rock/n2.wav", "rock", catalog.OK, "t1", sha=nan)]
     table = pd.DataFrame(rows, columns=catalog.COLUMNS)
     table.loc[table["key"] == "inbox:metal/b1.wav", "features_key"] = nan
     caplog.set_level(logging.INFO, logger="genreflow")
-    assert catalog.settle_labels(table) == 4
+    assert catalog.settle_labels(table) == 7
     assert (f"audio {'b' * 16} settled (conflict resolved or its ok key removed): "
             "inbox:metal/b1.wav (metal) is ok again") in caplog.messages
     statuses = dict(zip(table["key"], table["status"], strict=True))
     assert statuses == {"inbox:metal/a1.wav": catalog.CONFLICT,
                         "inbox:rock/a2.wav": catalog.CONFLICT,
                         "inbox:metal/b1.wav": catalog.OK, "inbox:metal/b2.wav": catalog.DUPLICATE,
+                        "inbox:metal/c1.wav": catalog.DUPLICATE, "inbox:metal/c2.wav": catalog.OK,
+                        "inbox:metal/d1.wav": catalog.OK, "inbox:metal/d2.wav": catalog.DUPLICATE,
+                        "inbox:metal/e1.wav": catalog.OK, "inbox:metal/e0.wav": catalog.REMOVED,
                         "inbox:jazz/n1.wav": catalog.OK, "inbox:rock/n2.wav": catalog.OK}
     keeper = table.set_index("key").loc["inbox:metal/b1.wav"]
     assert (keeper["features_key"], keeper["raw_key"], keeper["n_segments"]) == (

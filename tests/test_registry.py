@@ -334,6 +334,27 @@ def test_latest_records_when_it_was_promoted_in_utc_seconds(tmp_path, models):
     assert (pointer["version"], pointer["history"]) == (version, [])
 
 
+def test_rollback_refuses_a_version_without_a_fitted_model(tmp_path, models):
+    from genreflow.model import build_model
+
+    store = open_store(str(tmp_path))
+    champion = publish_model(store, models[0])
+    for model, kind in (({"a": 1}, "dict"), (build_model(TINY), "Pipeline")):  # unfitted
+        version = publish_model(store, model, promote=False)
+        with pytest.raises(registry.NotAModel) as refused:
+            registry.rollback(store, version)
+        assert str(refused.value) == (f"model.skops of {version} holds a {kind}, not a fitted "
+                                      "pipeline; refusing it")
+    data = b"{}"
+    store.write_bytes(registry.version_key("v9", "metrics.json"), data)
+    store.write_bytes(registry.version_key("v9", registry.MANIFEST_FILE), registry.json_bytes(
+        {"files": {"metrics.json": {"sha256": registry.sha256_hex(data)}}}))
+    with pytest.raises(registry.IncompleteVersion) as refused:
+        registry.rollback(store, "v9")
+    assert str(refused.value) == "manifest of v9 lists no model.skops"
+    assert registry.read_latest(store)["version"] == champion
+
+
 def test_rollback_checks_the_target(store_uri, models):
     store = open_store(store_uri)
     old = publish_model(store, models[0])
@@ -674,11 +695,12 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models, 
     assert set(rows[1]) == {"version", "latest", "location", "error"}
     assert f"version {broken} has no manifest" in rows[1]["error"]
     assert registry.version_summaries(store, only=old) == [rows[2]]
-    bare = "20260104T000000Z-dddddd"  # a manifest with no metrics, gate or plots
+    bare = "20260104T000000Z-dddddd"  # a manifest with no metrics, gate, plots or sets
     registry.publish(store, bare, {registry.MODEL_FILE: b"m"}, {}, promote=False)
     [row] = registry.version_summaries(store, only=bare)
     assert (row["roc_auc_ovo"], row["gate_promote"], row["gate_reason"], row["plots"]) == (
         None, None, "", [])
+    assert row["feature_sets"] == ["librosa-v1"]  # versions from before feature sets
     for name in (registry.MANIFEST_FILE, registry.MODEL_FILE):
         store.delete(registry.version_key(bare, name))
 
