@@ -15,7 +15,7 @@ from genreflow.dataset import track_frame
 from genreflow.features.sets import SETS, resolve
 from genreflow.features.sets import fingerprint as sets_fingerprint
 from genreflow.layout import features_key
-from genreflow.storage import LocalStore, PermanentStoreError
+from genreflow.storage import LocalStore, PermanentStoreError, StoreError
 
 LIBROSA = resolve(["librosa"])
 BOTH = resolve(["librosa", "musicnn"])
@@ -34,6 +34,20 @@ class CountingStore(LocalStore):
 
     def features_read(self) -> list[str]:
         return sorted(k for k in self.reads if k.startswith("features/"))
+
+
+class BlinkingStore(CountingStore):
+    """The first read of each key (until ``failed`` is cleared) fails as a store blip does."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.failed: set[str] = set()
+
+    def read_bytes(self, key: str) -> bytes:
+        if key not in self.failed:
+            self.failed.add(key)
+            raise StoreError("connection reset")
+        return super().read_bytes(key)
 
 
 def write_features(store, track_id: str, genre: str, segments: int, seed: int,
@@ -277,3 +291,25 @@ def test_feature_sets_of_other_segments_are_refused_not_joined(tmp_path):
         snapshot.build(store, catalog_rows(("t1", "jazz", 2)), BOTH)
     assert str(raised.value) == \
         "features of t1: musicnn-v1 has other segments than librosa-v1"
+
+
+def test_a_read_that_fails_for_a_moment_is_retried_and_named(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("genreflow.transient.time.sleep", lambda seconds: None)
+    store = BlinkingStore(tmp_path)
+    write_features(store, "t1", "jazz", 2, seed=1)
+    write_features(store, "t2", "metal", 1, seed=2)
+    first = catalog_rows(("t1", "jazz", 2))
+    caplog.set_level(logging.INFO, logger="genreflow")
+    key = snapshot.assemble(store, first, LIBROSA)[0]
+    store.failed.clear()
+    snapshot.assemble(store, first, LIBROSA)  # reused: its record and rows are read
+    store.failed.clear()
+    ok = catalog_rows(("t1", "jazz", 2), ("t2", "metal", 1))
+    frame = snapshot.assemble(store, ok, LIBROSA)[2]  # t1 from the last snapshot
+    retried = {m.split(": connection reset")[0] for m in caplog.messages
+               if ": connection reset; attempt 1 of 4" in m}
+    assert retried == {"read the snapshot pointer", f"read {features_key('librosa-v1', 't1')}",
+                       f"read {features_key('librosa-v1', 't2')}", f"read {key}",
+                       f"read {snapshot.record_key(key)}"}
+    assert "snapshot: 1 of 2 tracks taken from the earlier snapshot" in caplog.messages
+    pd.testing.assert_frame_equal(frame, full_build(LocalStore(tmp_path), ok))
