@@ -637,14 +637,27 @@ print(len(hits), sys.modules.get("airflow.shim") is shim, registry.skops_io() is
 """
 
 
-def test_skops_is_imported_with_deprecation_shims_set_aside(tmp_path):
+def getattr_with_deprecation(module, name):
+    """Named as Airflow's hook is: what makes a module a deprecation shim."""
+    raise AttributeError(name)
+
+
+def test_skops_is_imported_with_deprecation_shims_set_aside():
     """The promise of the test below without starting Airflow: a module whose
     ``__getattr__`` is a getattr_with_deprecation is not probed by skops' import-time
     scan, and is back in sys.modules afterwards. The process imports genreflow from where
     this test does (under mutmut: the mutated copy)."""
+    import functools
+    import types
+
+    shim = types.ModuleType("airflow.shim")
+    shim.__getattr__ = functools.partial(getattr_with_deprecation, "airflow.shim")
+    assert registry._is_deprecation_shim(shim)
+    assert not registry._is_deprecation_shim(types.ModuleType("airflow.plain"))
+    assert registry.skops_io() is sys.modules["skops.io"]  # imported once per process
     source = Path(registry.__file__).parents[1]
     done = subprocess.run([sys.executable, "-c", SKOPS_BESIDE_A_SHIM], text=True,
-                          capture_output=True, timeout=300, check=True, cwd=tmp_path,
+                          capture_output=True, timeout=300, check=True,
                           env={**os.environ, "PYTHONPATH": str(source)})
     imported, outcome = done.stdout.strip().splitlines()[-2:]
     assert Path(imported) == Path(registry.__file__)
