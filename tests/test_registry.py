@@ -591,8 +591,14 @@ def test_release_publish_records_the_run_in_the_manifest(settings, models, caplo
         f"published {refused['version']} to {refused['location']} (NOT promoted); ROC-AUC "
         "ovo 0.8750, song accuracy 0.5000") in caplog.messages
     assert registry.TRACKS_FILE not in registry.read_manifest(store, refused["version"])["files"]
+    over = release.publish(settings, snapshot, trained, metrics,
+                           {**decision, "champion": version}, "r3")  # the gate saw `version`
+    assert registry.read_latest(store)["version"] == over["version"]
+    with pytest.raises(registry.PromotionConflict):  # a decision made before `over` landed
+        release.publish(settings, snapshot, trained, metrics, decision, "r4")
+    assert registry.read_latest(store)["version"] == over["version"]
     with pytest.raises(registry.RegistryError) as clash:
-        release.publish(settings, snapshot, trained, metrics, decision, "r3",
+        release.publish(settings, snapshot, trained, metrics, decision, "r5",
                         figures={"metrics.json": "runs/r1/umap.png",
                                  "model.skops": "runs/r1/umap.png"})
     assert str(clash.value) == "report files may not be named ['metrics.json', 'model.skops']"
