@@ -8,6 +8,8 @@ import logging
 import multiprocessing
 import re
 
+import pytest
+
 from genreflow import catalog
 from genreflow.config import Settings
 from genreflow.storage import LocalStore, open_store
@@ -26,6 +28,22 @@ def test_empty_catalog_has_every_column(tmp_path):
     table = catalog.read_catalog(LocalStore(tmp_path))
     assert list(table.columns) == catalog.COLUMNS
     assert table.empty
+
+
+def test_an_unreadable_catalog_says_how_to_restore_it_and_is_not_overwritten(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_bytes(catalog.CATALOG_KEY, b"not parquet")
+    for call in (lambda: catalog.read_catalog(store),
+                 lambda: catalog.record_all(store, [record("inbox:metal/a.wav", catalog.OK,
+                                                           "t1", "run1")])):
+        with pytest.raises(catalog.CatalogError) as refused:
+            call()
+        message = str(refused.value)
+        assert message.startswith(f"{store.location(catalog.CATALOG_KEY)} is not a readable "
+                                  "catalog (")
+        assert message.endswith("); restore it (a backup, S3 versioning), or delete it to "
+                                "record every track again (stored features are reused)")
+    assert store.read_bytes(catalog.CATALOG_KEY) == b"not parquet"
 
 
 def test_rewrite_keeps_first_seen_and_takes_the_rest_from_the_new_record(tmp_path):
