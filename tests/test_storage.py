@@ -475,7 +475,8 @@ def test_s3_errors_name_the_operation_and_key(s3_error_server):
     reply.update(status=403, code="AccessDenied")
     store = S3Store("bucket", "store")
     for call, what in ((lambda: store.exists("k"), "head"), (lambda: store.delete("k"), "delete"),
-                       (lambda: store.read_bytes_with_etag("k"), "get")):
+                       (lambda: store.read_bytes_with_etag("k"), "get"),
+                       (lambda: store.stamp("k"), "head")):
         with pytest.raises(PermanentStoreError, match=f"^S3 {what} s3://bucket/store/k failed"):
             call()
     with pytest.raises(PermanentStoreError, match="^S3 list s3://bucket/store/p/ failed"):
