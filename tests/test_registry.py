@@ -318,10 +318,11 @@ def test_promoting_over_a_pointer_written_before_history_was_kept(tmp_path, mode
     assert pointer["history"] == [v for v in [legacy.get("previous")] if v] + [champion]
 
 
-def test_latest_records_when_it_was_promoted_in_utc_seconds(tmp_path, models):
+def test_latest_records_when_it_was_promoted_in_utc_seconds(tmp_path, models, caplog):
     from datetime import UTC, datetime
 
     store = open_store(str(tmp_path))
+    caplog.set_level(logging.INFO, logger="genreflow")
     before = datetime.now(UTC).replace(microsecond=0)
     version = publish_model(store, models[0])
     pointer = registry.read_latest(store)
@@ -332,6 +333,9 @@ def test_latest_records_when_it_was_promoted_in_utc_seconds(tmp_path, models):
     assert promoted_at.utcoffset().total_seconds() == 0
     assert before <= promoted_at <= datetime.now(UTC)
     assert (pointer["version"], pointer["history"]) == (version, [])
+    later = [publish_model(store, models[i % 2]) for i in range(3)]
+    assert registry.read_latest(store)["history"] == [version, *later[:2]]
+    assert f"latest -> {later[2]} (was {later[1]})" in caplog.messages
 
 
 def test_rollback_refuses_a_version_without_a_fitted_model(tmp_path, models):

@@ -334,6 +334,14 @@ def test_stamps_change_with_the_content_and_cover_every_key(store):
     assert store.stamp("a/k").tag.startswith("4-")
 
 
+def test_an_endpoint_without_a_scheme_is_a_bad_uri(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
+    with pytest.raises(BadStoreUri) as failure:
+        S3Store("bucket")
+    assert str(failure.value).startswith("AWS_ENDPOINT_URL='minio:9000': ")
+    assert str(failure.value).endswith(" (give the scheme: http://host:port or https://host)")
+
+
 def test_a_store_without_stamps_says_so():
     from test_registry import HookedStore
 
