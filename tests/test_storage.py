@@ -483,12 +483,18 @@ def test_s3_errors_name_the_operation_and_key(s3_error_server):
     reply.update(status=403, code="AccessDenied")
     store = S3Store("bucket", "store")
     for call, what in ((lambda: store.exists("k"), "head"), (lambda: store.delete("k"), "delete"),
-                       (lambda: store.read_bytes_with_etag("k"), "get"),
-                       (lambda: store.stamp("k"), "head")):
+                       (lambda: store.read_bytes_with_etag("k"), "get")):
         with pytest.raises(PermanentStoreError, match=f"^S3 {what} s3://bucket/store/k failed"):
             call()
     with pytest.raises(PermanentStoreError, match="^S3 list s3://bucket/store/p/ failed"):
         store.list_keys("p/")
+
+
+def test_a_failing_s3_stamp_names_the_operation_and_key(s3_error_server):
+    reply, _ = s3_error_server
+    reply.update(status=403, code="AccessDenied")
+    with pytest.raises(PermanentStoreError, match="^S3 head s3://bucket/store/k failed"):
+        S3Store("bucket", "store").stamp("k")
 
 
 def test_s3_client_is_bounded_and_configured_from_the_environment(monkeypatch):
