@@ -46,8 +46,9 @@ test-quick: install
 lint: install
 	$(BIN)/ruff check .
 
-# Mutation testing of storage, registry and catalog ([tool.mutmut] in pyproject.toml,
-# docs/testing.md); slow, so not part of `make test`. Results: mutmut results / show NAME.
+# Mutation testing of storage, registry, catalog, snapshot, evaluation and the gate
+# ([tool.mutmut] in pyproject.toml, docs/testing.md); slow, so not part of `make test`.
+# Results: mutmut results / show NAME.
 mutation: install
 	rm -rf mutants
 	nice -n 15 $(BIN)/mutmut run --max-children 2

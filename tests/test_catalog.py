@@ -4,8 +4,11 @@ and concurrent writers lose nothing."""
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import re
+
+import pytest
 
 from genreflow import catalog
 from genreflow.config import Settings
@@ -25,6 +28,22 @@ def test_empty_catalog_has_every_column(tmp_path):
     table = catalog.read_catalog(LocalStore(tmp_path))
     assert list(table.columns) == catalog.COLUMNS
     assert table.empty
+
+
+def test_an_unreadable_catalog_says_how_to_restore_it_and_is_not_overwritten(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_bytes(catalog.CATALOG_KEY, b"not parquet")
+    for call in (lambda: catalog.read_catalog(store),
+                 lambda: catalog.record_all(store, [record("inbox:metal/a.wav", catalog.OK,
+                                                           "t1", "run1")])):
+        with pytest.raises(catalog.CatalogError) as refused:
+            call()
+        message = str(refused.value)
+        assert message.startswith(f"{store.location(catalog.CATALOG_KEY)} is not a readable "
+                                  "catalog (")
+        assert message.endswith("); restore it (a backup, S3 versioning), or delete it to "
+                                "record every track again (stored features are reused)")
+    assert store.read_bytes(catalog.CATALOG_KEY) == b"not parquet"
 
 
 def test_rewrite_keeps_first_seen_and_takes_the_rest_from_the_new_record(tmp_path):
@@ -51,10 +70,12 @@ def test_no_records_writes_nothing(tmp_path):
     assert not store.exists(catalog.CATALOG_KEY)
 
 
-def test_a_write_that_lost_the_race_is_merged_again(tmp_path):
+def test_a_write_that_lost_the_race_is_merged_again(tmp_path, caplog):
     """Another writer lands between our read and our write: first while the catalog is
-    still absent, then over an existing one; both times nothing is lost."""
+    still absent, then over an existing one; both times nothing is lost, and the log
+    says so."""
     store = LocalStore(tmp_path)
+    caplog.set_level(logging.INFO, logger="genreflow")
     seen: list[list[str]] = []
 
     def change(mine: str, theirs: str):
@@ -72,6 +93,10 @@ def test_a_write_that_lost_the_race_is_merged_again(tmp_path):
                     ["inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/d.wav"]]
     assert sorted(table["key"]) == sorted(catalog.read_catalog(store)["key"]) == [
         "inbox:metal/a.wav", "inbox:metal/b.wav", "inbox:metal/c.wav", "inbox:metal/d.wav"]
+    merged = "catalog changed since it was read (attempt 1 of 20): merging again"
+    assert caplog.messages.count(merged) == 2
+    assert (f"catalog: 4 tracks {{'ok': 4}} -> {store.location(catalog.CATALOG_KEY)}"
+            in caplog.messages)
 
 
 ROUNDS, PER_ROUND = 4, 12  # per process: one ok track and 11 failed ones per round
@@ -196,6 +221,54 @@ def test_a_conflict_without_stored_features_stays_until_features_exist():
     table = pd.DataFrame(rows, columns=catalog.COLUMNS)
     assert catalog.settle_labels(table) == 0
     assert list(table["status"]) == [catalog.CONFLICT, catalog.CONFLICT]
+
+
+def test_settling_counts_every_audios_changes_and_skips_missing_values(caplog):
+    """Changes are counted over all audios settled in one call: a new conflict (a), a
+    former conflict now of one genre (b, d: also beside an ok key), an audio whose ok key
+    was removed (e); an audio with an ok key and a duplicate is settled (c), even when
+    the duplicate came first. A key whose sha256 or features_key is missing (NaN, as in
+    rows written before the column) is no audio and no stored features."""
+    import pandas as pd
+
+    nan = float("nan")
+    rows = [audio_row("inbox:metal/a1.wav", "metal", catalog.OK, "t1", sha="a" * 64),
+            audio_row("inbox:rock/a2.wav", "rock", catalog.OK, "t2", sha="a" * 64),
+            audio_row("inbox:metal/b1.wav", "metal", catalog.CONFLICT, "t1", sha="b" * 64,
+                      reason="old"),
+            audio_row("inbox:metal/b2.wav", "metal", catalog.CONFLICT, "t2", sha="b" * 64,
+                      features="features/b.parquet", reason="old"),
+            audio_row("inbox:metal/c1.wav", "metal", catalog.DUPLICATE, "t1", sha="c" * 64,
+                      reason="same audio as inbox:metal/c2.wav"),
+            audio_row("inbox:metal/c2.wav", "metal", catalog.OK, "t2", sha="c" * 64,
+                      features="features/c.parquet"),
+            audio_row("inbox:metal/d1.wav", "metal", catalog.CONFLICT, "t1", sha="d" * 64,
+                      reason="old"),
+            audio_row("inbox:metal/d2.wav", "metal", catalog.OK, "t2", sha="d" * 64,
+                      features="features/d.parquet"),
+            audio_row("inbox:metal/e1.wav", "metal", catalog.DUPLICATE, "t2", sha="e" * 64,
+                      reason="same audio as inbox:metal/e0.wav"),
+            audio_row("inbox:metal/e0.wav", "metal", catalog.REMOVED, "t1", sha="e" * 64,
+                      features="features/e.parquet"),
+            audio_row("inbox:jazz/n1.wav", "jazz", catalog.OK, "t1", sha=nan),
+            audio_row("inbox:rock/n2.wav", "rock", catalog.OK, "t1", sha=nan)]
+    table = pd.DataFrame(rows, columns=catalog.COLUMNS)
+    table.loc[table["key"] == "inbox:metal/b1.wav", "features_key"] = nan
+    caplog.set_level(logging.INFO, logger="genreflow")
+    assert catalog.settle_labels(table) == 7
+    assert (f"audio {'b' * 16} settled (conflict resolved or its ok key removed): "
+            "inbox:metal/b1.wav (metal) is ok again") in caplog.messages
+    statuses = dict(zip(table["key"], table["status"], strict=True))
+    assert statuses == {"inbox:metal/a1.wav": catalog.CONFLICT,
+                        "inbox:rock/a2.wav": catalog.CONFLICT,
+                        "inbox:metal/b1.wav": catalog.OK, "inbox:metal/b2.wav": catalog.DUPLICATE,
+                        "inbox:metal/c1.wav": catalog.DUPLICATE, "inbox:metal/c2.wav": catalog.OK,
+                        "inbox:metal/d1.wav": catalog.OK, "inbox:metal/d2.wav": catalog.DUPLICATE,
+                        "inbox:metal/e1.wav": catalog.OK, "inbox:metal/e0.wav": catalog.REMOVED,
+                        "inbox:jazz/n1.wav": catalog.OK, "inbox:rock/n2.wav": catalog.OK}
+    keeper = table.set_index("key").loc["inbox:metal/b1.wav"]
+    assert (keeper["features_key"], keeper["raw_key"], keeper["n_segments"]) == (
+        "features/b.parquet", "raw/inbox:metal/b2.wav", 3)
 
 
 def test_update_starts_from_the_table_given_and_gives_up_after_cas_attempts(tmp_path):

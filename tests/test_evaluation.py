@@ -11,7 +11,7 @@ from genreflow import registry
 from genreflow.checks import CheckFailed
 from genreflow.compression import POWER_FEATURES
 from genreflow.config import load_settings
-from genreflow.dataset import write_valid_table
+from genreflow.dataset import TableError, write_valid_table
 from genreflow.evaluation import (
     evaluate,
     metrics_block,
@@ -32,6 +32,7 @@ def test_song_votes_by_hand():
     votes = song_votes(np.array(["s1", "s1", "s1", "s2", "s2"]),
                        np.array(["jazz", "rock", "rock", "pop", "blues"]))
     assert votes.to_dict() == {"s1": "rock", "s2": "blues"}  # a tie goes to the first name
+    assert votes.index.tolist() == ["s1", "s2"]
 
 
 def test_soft_vote_by_hand():
@@ -41,6 +42,87 @@ def test_soft_vote_by_hand():
     songs = song_probabilities(["s1", "s1", "s1", "s2", "s2"], proba, ["jazz", "rock"])
     np.testing.assert_allclose(songs.loc["s1"], [0.4, 0.6])
     assert song_genres(songs).to_dict() == {"s1": "rock", "s2": "jazz"}  # ... rock by mean
+
+
+class Fixed:
+    """A model whose segment probabilities are columns of the table (blues, jazz, pop,
+    rock), so every metric can be worked out by hand."""
+
+    classes_ = np.array(["blues", "jazz", "pop", "rock"])
+    named_steps = {"select": "every column"}  # input_frame hands it the whole table
+
+    def predict_proba(self, table):
+        return table[[f"p_{c}" for c in self.classes_]].to_numpy()
+
+
+def fixed_table():
+    """4 songs of 2 segments; pop is no validation genre. Segment votes: s1 blues, jazz;
+    s2 jazz, rock; s3 blues, rock; s4 blues, blues (a tie goes to the first class). Song
+    means: s1 blues, s2 jazz, s3 rock, s4 blues (wrong)."""
+    import pandas as pd
+
+    rows = [("s1", "blues", [0.7, 0.2, 0.0, 0.1]), ("s1", "blues", [0.2, 0.5, 0.0, 0.3]),
+            ("s2", "jazz", [0.1, 0.8, 0.0, 0.1]), ("s2", "jazz", [0.2, 0.2, 0.2, 0.4]),
+            ("s3", "rock", [0.6, 0.1, 0.0, 0.3]), ("s3", "rock", [0.1, 0.2, 0.0, 0.7]),
+            ("s4", "rock", [0.5, 0.4, 0.0, 0.1]), ("s4", "rock", [0.4, 0.4, 0.0, 0.2])]
+    return pd.DataFrame([{"track_id": t, "genre": g, "segment": i % 2,
+                          **{f"p_{c}": p for c, p in zip(Fixed.classes_, ps, strict=True)}}
+                         for i, (t, g, ps) in enumerate(rows)])
+
+
+def pair_auc(positive, negative) -> float:
+    """The chance a positive scores above a negative, ties counting half."""
+    wins = [(p > n) + 0.5 * (p == n) for p in positive for n in negative]
+    return sum(wins) / len(wins)
+
+
+def test_evaluate_by_hand():
+    table = fixed_table()
+    metrics = evaluate(Fixed(), table)
+    present = ["blues", "jazz", "rock"]
+    scores = table[[f"p_{c}" for c in present]].to_numpy()
+    scores = scores / scores.sum(axis=1, keepdims=True)  # over the genres validated
+    genre = table["genre"].to_numpy()
+    pairs = [(a, b) for a in range(3) for b in range(a + 1, 3)]
+    ovo = np.mean([(pair_auc(scores[genre == present[a], a], scores[genre == present[b], a])
+                    + pair_auc(scores[genre == present[b], b], scores[genre == present[a], b]))
+                   / 2 for a, b in pairs])
+    assert metrics["roc_auc_ovo"] == round(ovo, 6)
+    assert (metrics["segment_accuracy"], metrics["song_accuracy"]) == (0.375, 0.75)
+    assert metrics["song_macro_f1"] == round((2 / 3 + 1 + 2 / 3) / 3, 6)  # blues jazz rock
+    assert (metrics["n_segments"], metrics["n_songs"]) == (8, 4)
+    assert metrics["confusion_matrix"] == {
+        "labels": ["blues", "jazz", "pop", "rock"],
+        "songs": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]],
+        "segments": [[1, 1, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [3, 0, 0, 1]]}
+    per_genre = metrics["per_genre"]
+    assert (per_genre["blues"]["precision"], per_genre["rock"]["recall"]) == (0.5, 0.5)
+    assert (per_genre["pop"]["support"], per_genre["pop"]["f1-score"]) == (0, 0.0)
+
+
+def test_two_genres_are_scored_by_the_second_ones_share_of_the_pair():
+    """s1 blues, s2 jazz: jazz / (blues + jazz) is 0.22, 0.71 on blues, 0.89, 0.5 on jazz
+    segments: 3 of 4 pairs ordered right."""
+    table = fixed_table().iloc[:4]
+    assert evaluate(Fixed(), table)["roc_auc_ovo"] == 0.75
+
+
+def test_metrics_are_rounded_to_six_decimals():
+    """s2 jazz, s3 and s4 rock: 2 of 3 songs and 2 of 6 segments right; F1 0 (blues,
+    predicted once, never true), 1 (jazz), 2/3 (rock)."""
+    metrics = evaluate(Fixed(), fixed_table().iloc[2:])
+    assert (metrics["song_accuracy"], metrics["segment_accuracy"], metrics["song_macro_f1"]) \
+        == (0.666667, 0.333333, 0.555556)
+
+
+def test_evaluate_refuses_what_it_cannot_score():
+    table = fixed_table().iloc[:4]
+    with pytest.raises(TableError) as refused:
+        evaluate(Fixed(), table.iloc[:2])
+    assert str(refused.value) == "validation songs of 1 genre ['blues']: ROC-AUC needs 2"
+    with pytest.raises(TableError) as refused:
+        evaluate(Fixed(), table.assign(genre=["jazz", "soul", "soul", "folk"]))
+    assert str(refused.value) == "validation genres ['folk', 'soul'] were never seen in training"
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,14 @@ untrusted types, racing publishers, rollback, the gate and report files."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,9 +88,13 @@ class HookedStore(Store):
         self.inner.delete(key)
 
 
-def test_publish_verify_load_round_trip(store_uri, models):
+def test_publish_verify_load_round_trip(store_uri, models, caplog):
     store = open_store(store_uri)
+    caplog.set_level(logging.INFO, logger="genreflow")
     version = publish_model(store, models[0])
+    assert (f"stored {store.location(registry.version_key(version, ''))} (2 files, sha256 "
+            f"verified)") in caplog.messages
+    assert f"latest -> {version} (was None)" in caplog.messages
     latest = registry.read_latest(store)
     manifest_bytes = store.read_bytes(registry.version_key(version, registry.MANIFEST_FILE))
     assert latest["version"] == version and latest["previous"] is None
@@ -274,6 +280,85 @@ def test_stale_gate_decision_is_not_promoted(store_uri, models):
     assert len(registry.list_versions(store)) == 2
 
 
+def test_promotion_conflicts_name_who_holds_latest_and_say_not_promoted(store_uri, models):
+    inner = open_store(store_uri)
+    champion = publish_model(inner, models[0])
+    stale = registry.new_version()
+    with pytest.raises(registry.PromotionConflict) as raised:
+        publish_model(inner, models[1], version=stale, expected_champion=None)
+    assert str(raised.value) == (
+        f"latest points at {champion}, not None as the gate saw; {stale} is stored but NOT "
+        "promoted (rerun the gate, or `genreflow rollback` to choose)")
+    winner, late = registry.new_version(), registry.new_version()
+
+    def another_publisher_wins(key):
+        if key == registry.LATEST_KEY and registry.read_latest(inner)["version"] != winner:
+            publish_model(inner, models[0], version=winner)
+
+    with pytest.raises(registry.PromotionConflict) as raised:
+        publish_model(HookedStore(inner, another_publisher_wins), models[1], version=late)
+    assert isinstance(raised.value.__cause__, WriteConflict)
+    assert str(raised.value) == (
+        f"another publisher moved latest to {winner} while {late} was being promoted; "
+        f"{late} is stored but NOT promoted ({raised.value.__cause__})")
+    assert registry.read_latest(inner)["version"] == winner
+
+
+@pytest.mark.parametrize("legacy", [{}, {"previous": None},
+                                    {"previous": "20250101T000000Z-0a0b0c"}],
+                         ids=["no-previous", "previous-none", "previous"])
+def test_promoting_over_a_pointer_written_before_history_was_kept(tmp_path, models, legacy):
+    """Such a pointer knows one predecessor: the new history starts from it."""
+    store = open_store(str(tmp_path))
+    champion = publish_model(store, models[0], promote=False)
+    store.write_bytes(registry.LATEST_KEY, registry.json_bytes({"version": champion, **legacy}))
+    challenger = publish_model(store, models[1])
+    pointer = registry.read_latest(store)
+    assert (pointer["version"], pointer["previous"]) == (challenger, champion)
+    assert pointer["history"] == [v for v in [legacy.get("previous")] if v] + [champion]
+
+
+def test_latest_records_when_it_was_promoted_in_utc_seconds(tmp_path, models, caplog):
+    from datetime import UTC, datetime
+
+    store = open_store(str(tmp_path))
+    caplog.set_level(logging.INFO, logger="genreflow")
+    before = datetime.now(UTC).replace(microsecond=0)
+    version = publish_model(store, models[0])
+    pointer = registry.read_latest(store)
+    assert set(pointer) == {"version", "manifest_sha256", "previous", "history",
+                            "promoted_at"}
+    promoted_at = datetime.fromisoformat(pointer["promoted_at"])
+    assert pointer["promoted_at"] == promoted_at.isoformat(timespec="seconds")
+    assert promoted_at.utcoffset().total_seconds() == 0
+    assert before <= promoted_at <= datetime.now(UTC)
+    assert (pointer["version"], pointer["history"]) == (version, [])
+    later = [publish_model(store, models[i % 2]) for i in range(3)]
+    assert registry.read_latest(store)["history"] == [version, *later[:2]]
+    assert f"latest -> {later[2]} (was {later[1]})" in caplog.messages
+
+
+def test_rollback_refuses_a_version_without_a_fitted_model(tmp_path, models):
+    from genreflow.model import build_model
+
+    store = open_store(str(tmp_path))
+    champion = publish_model(store, models[0])
+    for model, kind in (({"a": 1}, "dict"), (build_model(TINY), "Pipeline")):  # unfitted
+        version = publish_model(store, model, promote=False)
+        with pytest.raises(registry.NotAModel) as refused:
+            registry.rollback(store, version)
+        assert str(refused.value) == (f"model.skops of {version} holds a {kind}, not a fitted "
+                                      "pipeline; refusing it")
+    data = b"{}"
+    store.write_bytes(registry.version_key("v9", "metrics.json"), data)
+    store.write_bytes(registry.version_key("v9", registry.MANIFEST_FILE), registry.json_bytes(
+        {"files": {"metrics.json": {"sha256": registry.sha256_hex(data)}}}))
+    with pytest.raises(registry.IncompleteVersion) as refused:
+        registry.rollback(store, "v9")
+    assert str(refused.value) == "manifest of v9 lists no model.skops"
+    assert registry.read_latest(store)["version"] == champion
+
+
 def test_rollback_checks_the_target(store_uri, models):
     store = open_store(store_uri)
     old = publish_model(store, models[0])
@@ -340,8 +425,81 @@ def test_gate_compares_on_the_same_valid_csv(settings, models):
     valid, valid_sha = read_valid(settings, ["librosa"])
     rescored = decide(0.0, sha=valid_sha)
     expected = evaluate(models[0], valid)["roc_auc_ovo"]
-    assert rescored["champion_roc_auc_ovo"] == expected and "re-scored" in rescored["reason"]
+    assert rescored["champion_roc_auc_ovo"] == expected
+    assert rescored["reason"] == (
+        f"challenger ROC-AUC 0.0000 is {'not worse' if expected <= 0.05 else 'worse'} than "
+        f"champion {champion} {expected:.4f} (re-scored on today's valid.csv) within margin 0.05")
     assert rescored["promote"] == (expected <= 0.05)
+
+
+def test_gate_promotes_within_the_margin_and_refuses_below_it(settings, models, caplog):
+    """Champion 0.75 recorded on the same valid.csv, margin 0.25 (both exact in binary):
+    0.5 is not worse within the margin, the next float below it is."""
+    store = open_store(settings.store)
+    champion = publish_model(store, models[0], auc=0.75)
+    caplog.set_level(logging.INFO, logger="genreflow")
+    within = release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "v1"}, 0.25, False)
+    assert within == {
+        "promote": True, "champion": champion, "margin": 0.25, "champion_roc_auc_ovo": 0.75,
+        "challenger_roc_auc_ovo": 0.5,
+        "reason": f"challenger ROC-AUC 0.5000 is not worse than champion {champion} 0.7500 "
+                  "(recorded on the same valid.csv) within margin 0.25"}
+    assert f"gate: PROMOTE: {within['reason']}" in caplog.messages
+    below = np.nextafter(0.5, 0)
+    refused = release.gate(settings, {"roc_auc_ovo": below, "valid_sha256": "v1"}, 0.25, False)
+    assert refused == {
+        **within, "promote": False, "challenger_roc_auc_ovo": below,
+        "reason": f"challenger ROC-AUC 0.5000 is worse than champion {champion} 0.7500 "
+                  "(recorded on the same valid.csv) within margin 0.25"}
+    assert f"gate: REFUSE: {refused['reason']}" in caplog.messages
+    forced = release.gate(settings, {"roc_auc_ovo": below, "valid_sha256": "v1"}, 0.25, True)
+    assert forced == {"promote": True, "reason": "forced by the force_publish param",
+                      "champion": champion, "margin": 0.25, "challenger_roc_auc_ovo": below}
+
+
+def test_gate_without_a_usable_champion_promotes_and_says_why(settings, models, caplog):
+    store = open_store(settings.store)
+    caplog.set_level(logging.INFO, logger="genreflow")
+
+    def decide():
+        return release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "v1"}, 0.0, False)
+
+    assert decide() == {"promote": True, "reason": "first model: no champion yet",
+                        "champion": None, "margin": 0.0, "challenger_roc_auc_ovo": 0.5}
+    champion = publish_model(store, models[0])
+    manifest_key = registry.version_key(champion, registry.MANIFEST_FILE)
+    manifest = store.read_json(manifest_key)
+    store.write_bytes(manifest_key, registry.json_bytes({**manifest, "metrics": {}}))
+    problem = registry.read_champion(store).problem
+    assert problem.startswith("TamperedFile: ")
+    assert decide() == {"promote": True, "reason": f"no usable champion: {problem}",
+                        "champion": champion, "margin": 0.0, "challenger_roc_auc_ovo": 0.5}
+    store.write_bytes(registry.LATEST_KEY, b"[]")
+    problem = registry.read_champion(store).problem
+    assert problem.startswith("BrokenPointer: ")
+    assert decide()["reason"] == f"no usable champion: {problem}"
+    assert (f"no usable champion ({problem}); training and publishing as if there were "
+            "none") in caplog.messages
+
+
+def test_a_champion_that_cannot_be_scored_is_replaced_with_the_reason(settings, models):
+    """Its recorded score lacks the metric, or re-scoring finds the model file changed."""
+    store = open_store(settings.store)
+    champion = publish_model(store, models[0])
+    manifest_key = registry.version_key(champion, registry.MANIFEST_FILE)
+    manifest = {**store.read_json(manifest_key), "metrics": {}}
+    data = registry.json_bytes(manifest)
+    store.write_bytes(manifest_key, data)
+    store.write_json(registry.LATEST_KEY, {**store.read_json(registry.LATEST_KEY),
+                                           "manifest_sha256": registry.sha256_hex(data)})
+    decision = release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "v1"}, 0.0, False)
+    assert (decision["promote"], decision["reason"]) == (
+        True, f"champion {champion} cannot be scored: 'roc_auc_ovo'")
+    model_key = registry.version_key(champion, registry.MODEL_FILE)
+    store.write_bytes(model_key, b"changed")
+    decision = release.gate(settings, {"roc_auc_ovo": 0.5, "valid_sha256": "other"}, 0.0, False)
+    assert decision["promote"] and decision["reason"].startswith(
+        f"champion {champion} cannot be scored: {store.location(model_key)}: sha256 mismatch")
 
 
 def test_release_publish_copies_report_files(settings, models):
@@ -381,6 +539,83 @@ def test_release_publish_copies_report_files(settings, models):
     assert registry.read_latest(store)["version"] == version
 
 
+def test_release_publish_records_the_run_in_the_manifest(settings, models, caplog):
+    from datetime import UTC, datetime
+
+    from genreflow.features.sets import SETS
+
+    store = open_store(settings.store)
+    for key, data in {"runs/r1/model.skops": registry.dump_model(models[0]),
+                      "runs/r1/tracks.json": b'["t1"]', "runs/r1/checks.json": b"{}",
+                      "runs/r1/umap.png": b"\x89PNG umap"}.items():
+        store.write_bytes(key, data)
+    metrics = {"roc_auc_ovo": 0.875, "song_accuracy": 0.5, "valid_sha256": "v1",
+               "per_genre": {"metal": {"recall": 1.0}},
+               "report_files": {"checks.json": "runs/r1/checks.json"}}
+    snapshot = {"snapshot_key": "snapshots/s.parquet", "fingerprint": "f", "n_tracks": 12}
+    trained = {"model_key": "runs/r1/model.skops", "tracks_key": "runs/r1/tracks.json",
+               "config": {"steps": {}}, "model_name": "tiny", "cv_roc_auc_ovo": 0.95,
+               "cv_roc_auc_ovo_std": 0.02, "feature_sets": ["librosa-v1"],
+               "n_training_segments": 36, "synthetic_demo": False,
+               "classes": list(GENRES), "training_counts": {"metal": 4}}
+    decision = {"promote": True, "champion": None, "reason": "first model"}
+    caplog.set_level(logging.INFO, logger="genreflow")
+    before = datetime.now(UTC).replace(microsecond=0)
+    result = release.publish(settings, snapshot, trained, metrics, decision, "manual__r1",
+                             figures={"umap.png": "runs/r1/umap.png"})
+    version = result["version"]
+    location = store.location(registry.version_key(version, ""))
+    assert result == {"version": version, "location": location, "promoted": True,
+                      "roc_auc_ovo": 0.875, "song_accuracy": 0.5}
+    manifest = registry.read_manifest(store, version)
+    created = datetime.fromisoformat(manifest.pop("created_at"))
+    assert before <= created <= datetime.now(UTC) and created.utcoffset().total_seconds() == 0
+    files = manifest.pop("files")
+    assert manifest == {
+        "run_id": "manual__r1", "genres": list(GENRES), "feature_sets": ["librosa-v1"],
+        "feature_fingerprints": [SETS["librosa"].fingerprint], "model_name": "tiny",
+        "model_config": {"steps": {}}, "cv_roc_auc_ovo": 0.95, "cv_roc_auc_ovo_std": 0.02,
+        "n_training_segments": 36, "synthetic_demo": False, "training_counts": {"metal": 4},
+        "snapshot_key": "snapshots/s.parquet", "snapshot_fingerprint": "f",
+        "n_training_tracks": 12, "valid_csv": settings.valid_csv, "valid_sha256": "v1",
+        "metrics": {"roc_auc_ovo": 0.875, "song_accuracy": 0.5, "valid_sha256": "v1"},
+        "gate": decision, "packages": registry.package_versions(), "version": version,
+        "promoted": True}
+    stored = registry.verify_files(store, version, {**manifest, "files": files})
+    assert stored == {
+        registry.MODEL_FILE: store.read_bytes("runs/r1/model.skops"),
+        registry.TRACKS_FILE: b'["t1"]', "checks.json": b"{}", "umap.png": b"\x89PNG umap",
+        registry.METRICS_FILE: registry.json_bytes({k: v for k, v in metrics.items()
+                                                    if k != "report_files"})}
+    assert (f"published {version} to {location} (promoted to latest); ROC-AUC ovo 0.8750, "
+            "song accuracy 0.5000") in caplog.messages
+    refused = release.publish(settings, snapshot, {**trained, "tracks_key": None}, metrics,
+                              {**decision, "promote": False, "champion": version}, "r2")
+    assert not refused["promoted"] and (
+        f"published {refused['version']} to {refused['location']} (NOT promoted); ROC-AUC "
+        "ovo 0.8750, song accuracy 0.5000") in caplog.messages
+    assert registry.TRACKS_FILE not in registry.read_manifest(store, refused["version"])["files"]
+    over = release.publish(settings, snapshot, trained, metrics,
+                           {**decision, "champion": version}, "r3")  # the gate saw `version`
+    assert registry.read_latest(store)["version"] == over["version"]
+    with pytest.raises(registry.PromotionConflict):  # a decision made before `over` landed
+        release.publish(settings, snapshot, trained, metrics, decision, "r4")
+    assert registry.read_latest(store)["version"] == over["version"]
+    with pytest.raises(registry.RegistryError) as clash:
+        release.publish(settings, snapshot, trained, metrics, decision, "r5",
+                        figures={"metrics.json": "runs/r1/umap.png",
+                                 "model.skops": "runs/r1/umap.png"})
+    assert str(clash.value) == "report files may not be named ['metrics.json', 'model.skops']"
+
+
+def test_package_versions_are_those_installed_and_skip_the_missing(monkeypatch):
+    import pandas
+
+    monkeypatch.setattr(registry, "PACKAGES", ("numpy", "no-such-package-genreflow", "pandas"))
+    assert registry.package_versions() == {"numpy": np.__version__,
+                                           "pandas": pandas.__version__}
+
+
 SKOPS_IN_A_TASK_PROCESS = """
 import warnings
 import airflow.sdk, airflow.utils.timezone  # loaded in every task process
@@ -396,6 +631,49 @@ print(sum(registry._is_deprecation_shim(m) for m in list(sys.modules.values())))
 """
 
 
+SKOPS_BESIDE_A_SHIM = """
+import functools, sys, types
+hits = []
+def getattr_with_deprecation(module, name):  # Airflow's, as its shims hold it
+    hits.append(name)
+    raise AttributeError(name)
+shim = types.ModuleType("airflow.shim")
+shim.__getattr__ = functools.partial(getattr_with_deprecation, "airflow.shim")
+sys.modules["airflow.shim"] = shim
+from genreflow import registry
+loaded = registry.skops_io()
+print(registry.__file__)
+print(len(hits), sys.modules.get("airflow.shim") is shim, registry.skops_io() is loaded)
+"""
+
+
+def getattr_with_deprecation(module, name):
+    """Named as Airflow's hook is: what makes a module a deprecation shim."""
+    raise AttributeError(name)
+
+
+def test_skops_is_imported_with_deprecation_shims_set_aside():
+    """The promise of the test below without starting Airflow: a module whose
+    ``__getattr__`` is a getattr_with_deprecation is not probed by skops' import-time
+    scan, and is back in sys.modules afterwards. The process imports genreflow from where
+    this test does (under mutmut: the mutated copy)."""
+    import functools
+    import types
+
+    shim = types.ModuleType("airflow.shim")
+    shim.__getattr__ = functools.partial(getattr_with_deprecation, "airflow.shim")
+    assert registry._is_deprecation_shim(shim)
+    assert not registry._is_deprecation_shim(types.ModuleType("airflow.plain"))
+    assert registry.skops_io() is sys.modules["skops.io"]  # imported once per process
+    source = Path(registry.__file__).parents[1]
+    done = subprocess.run([sys.executable, "-c", SKOPS_BESIDE_A_SHIM], text=True,
+                          capture_output=True, timeout=300, check=True,
+                          env={**os.environ, "PYTHONPATH": str(source)})
+    imported, outcome = done.stdout.strip().splitlines()[-2:]
+    assert Path(imported) == Path(registry.__file__)
+    assert outcome == "0 True True"
+
+
 def test_saving_a_model_in_an_airflow_process_warns_nothing(tmp_path):
     """Issue 11: skops' import-time scan of every loaded module hit Airflow's deprecation
     shims, 1,160 DeprecatedImportWarning lines in the train and validate logs."""
@@ -407,7 +685,7 @@ def test_saving_a_model_in_an_airflow_process_warns_nothing(tmp_path):
     assert int(shims) > 0  # the shims are loaded, and back in place afterwards
 
 
-def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
+def test_version_summaries_show_every_field_and_every_version(tmp_path, models, caplog):
     """One row per version folder, newest first: the manifest's training record, metrics,
     gate and plots; an unreadable version is a row with its error, and the rows after it
     are still there; ``only`` gives one version's row."""
@@ -440,17 +718,21 @@ def test_version_summaries_show_every_field_and_every_version(tmp_path, models):
     assert set(rows[1]) == {"version", "latest", "location", "error"}
     assert f"version {broken} has no manifest" in rows[1]["error"]
     assert registry.version_summaries(store, only=old) == [rows[2]]
-    bare = "20260104T000000Z-dddddd"  # a manifest with no metrics, gate or plots
+    bare = "20260104T000000Z-dddddd"  # a manifest with no metrics, gate, plots or sets
     registry.publish(store, bare, {registry.MODEL_FILE: b"m"}, {}, promote=False)
     [row] = registry.version_summaries(store, only=bare)
     assert (row["roc_auc_ovo"], row["gate_promote"], row["gate_reason"], row["plots"]) == (
         None, None, "", [])
+    assert row["feature_sets"] == ["librosa-v1"]  # versions from before feature sets
     for name in (registry.MANIFEST_FILE, registry.MODEL_FILE):
         store.delete(registry.version_key(bare, name))
 
     store.write_bytes(registry.LATEST_KEY, b"garbage")
+    caplog.set_level(logging.INFO, logger="genreflow")
     assert {r["version"]: r.get("promoted") for r in registry.version_summaries(store)} == {
         new: None, broken: None, old: None}
+    assert any(m.startswith(f"{store.location(registry.LATEST_KEY)} is not JSON (")
+               for m in caplog.messages)
     store.write_bytes(registry.LATEST_KEY, registry.json_bytes({"version": old}))  # no history
     store.write_bytes(registry.version_key(new, registry.MANIFEST_FILE), registry.json_bytes(
         {**registry.read_manifest(store, new), "promoted": False}))
@@ -475,9 +757,18 @@ def test_registry_json_and_names(tmp_path):
                               ({"files": {"m": {"sha256": 1}}}, "no sha256")):
         with pytest.raises(registry.TamperedFile, match=f"^where.*{problem}.*refusing the"):
             registry.check_manifest(manifest, "where")
+    for name in ("a b", registry.MANIFEST_FILE):
+        with pytest.raises(registry.TamperedFile) as raised:
+            registry.check_manifest({"files": {name: {"sha256": "0"}}}, "where")
+        assert str(raised.value) == (f"where lists an unsafe file name {name!r} (plain names "
+                                     "only); refusing the version")
+    with pytest.raises(registry.TamperedFile) as raised:
+        registry.check_manifest({"files": {"m": {}}}, "where")
+    assert str(raised.value) == "where: entry 'm' has no sha256; refusing the version"
 
 
-def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, models):
+def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, models,
+                                                                      caplog):
     store = open_store(str(tmp_path / "store"))
     model = registry.dump_model(models[0])
     for files in ({"metrics.json": b"{}"}, {registry.MODEL_FILE: model, "manifest.json": b"{}"}):
@@ -495,9 +786,12 @@ def test_publish_records_what_it_stored_and_rollback_says_what_it_did(tmp_path, 
     assert registry.rollback(store, "v1") == {"version": "v1", "previous": "v2",
                                               "repaired": "", "manifest": manifest}
     store.write_bytes(registry.LATEST_KEY, b"{}")
+    caplog.set_level(logging.INFO, logger="genreflow")
     done = registry.rollback(store, "v2")
     assert done["previous"] is None and done["repaired"].startswith(
         f"{store.location(registry.LATEST_KEY)} names no valid version")
+    assert f"{done['repaired']}; the next promotion or rollback replaces it" in caplog.messages
+    assert "latest -> v2 (was None)" in caplog.messages
     assert registry.read_latest(store)["manifest_sha256"] == registry.sha256_hex(
         store.read_bytes(registry.version_key("v2", registry.MANIFEST_FILE)))
     store.delete(registry.LATEST_KEY)

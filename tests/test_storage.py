@@ -116,8 +116,11 @@ def test_s3_server_down_is_a_store_error(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     store = S3Store("bucket")
-    with pytest.raises(StoreError, match="S3 get"):
+    with pytest.raises(StoreError, match=re.escape(
+            "S3 get s3://bucket/k failed: Could not connect to the endpoint URL: "
+            '"http://127.0.0.1:9/bucket/k"')) as failure:
         store.read_bytes("k")
+    assert not isinstance(failure.value, PermanentError)
 
 
 def test_uris(tmp_path):
@@ -239,6 +242,114 @@ def test_bad_uris_are_one_permanent_error(tmp_path):
     with pytest.raises(PermanentStoreError, match="cannot write"):
         under_a_file.write_bytes("k", b"x")
     assert a_file.read_text() == "x"
+
+
+def test_bad_uris_say_what_a_store_uri_is(tmp_path):
+    for uri, message in (
+        ("", "empty store URI: set the variable or param to a path or s3://"),
+        (" ", "empty store URI: set the variable or param to a path or s3://"),
+        ("s3://", "'s3://': an S3 URI needs a bucket (s3://bucket/prefix)"),
+        ("http://x/y", "unsupported store URI 'http://x/y': use a path, file:// or s3://"),
+        (str(tmp_path / "unset"),
+         f"{tmp_path / 'unset'} does not exist (is a variable in the path unset?)"),
+    ):
+        with pytest.raises(BadStoreUri) as failure:
+            open_store(uri, must_exist=True)
+        assert str(failure.value) == message
+
+
+def test_if_match_cannot_go_with_overwrite_false(store):
+    with pytest.raises(ValueError) as failure:
+        store.write_bytes("k", b"x", overwrite=False, if_match="etag")
+    assert str(failure.value) == \
+        "if_match replaces an existing object; it cannot go with overwrite=False"
+    assert not store.exists("k")
+
+
+def test_a_store_at_the_bucket_root_names_keys_without_a_double_slash():
+    for uri in ("s3://bucket", "s3://bucket/"):
+        store = open_store(uri)
+        assert (store.bucket, store.prefix, store.uri) == ("bucket", "", "s3://bucket")
+        assert store.location("a/k") == "s3://bucket/a/k"
+    assert S3Store("bucket", "/p/", client=object()).uri == "s3://bucket/p"
+
+
+def test_a_local_path_with_a_hash_is_a_folder_not_a_url(tmp_path):
+    store = open_store(str(tmp_path / "a#1" / "store"))
+    assert store.root == (tmp_path / "a#1" / "store").resolve()
+
+
+def test_an_unreadable_local_file_is_a_permanent_error(tmp_path, monkeypatch):
+    """Tests run as root, who may read anything: the permission error is injected."""
+    import errno
+    from pathlib import Path
+
+    store = LocalStore(tmp_path)
+    store.write_bytes("k.bin", b"x")
+    real_read = Path.read_bytes
+
+    def denied(path):
+        if path.name == "k.bin":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(PermanentStoreError) as failure:
+        store.read_bytes("k.bin")
+    assert str(failure.value) == f"cannot read {store.location('k.bin')}: permission denied"
+    assert isinstance(failure.value.__cause__, PermissionError)
+
+
+def test_s3_without_credentials_is_permanent_and_names_the_key():
+    """A client whose credential chain is empty, as on a machine with none configured."""
+    import botocore.session
+    from botocore.credentials import CredentialResolver
+
+    session = botocore.session.get_session()
+    session.register_component("credential_provider", CredentialResolver([]))
+    client = session.create_client("s3", endpoint_url="http://127.0.0.1:9",
+                                   region_name="us-east-1")
+    with pytest.raises(PermanentStoreError) as failure:
+        S3Store("bucket", "store", client=client).read_bytes("k")
+    assert str(failure.value) == "S3 get s3://bucket/store/k: Unable to locate credentials"
+
+
+def test_stamps_change_with_the_content_and_cover_every_key(store):
+    """Local: size and mtime in ns; S3: size and ETag (the MD5 of a single-part upload)."""
+    import hashlib
+    import time
+
+    assert store.stamp("a/k") is None
+    store.write_bytes("a/k", b"one")
+    store.write_bytes("a/j", b"x")
+    first = store.stamp("a/k")
+    if isinstance(store, S3Store):
+        assert first.tag == f"3-{hashlib.md5(b'one').hexdigest()}"
+        assert abs(first.modified - time.time()) < 60
+    else:
+        stat = (store.root / "a" / "k").stat()
+        assert (first.tag, first.modified) == (f"3-{stat.st_mtime_ns}", stat.st_mtime)
+    assert store.list_stamps("a/") == {"a/j": store.stamp("a/j"), "a/k": first}
+    store.write_bytes("a/k", b"four")
+    assert store.stamp("a/k").tag.startswith("4-")
+
+
+def test_an_endpoint_without_a_scheme_is_a_bad_uri(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
+    with pytest.raises(BadStoreUri) as failure:
+        S3Store("bucket")
+    assert str(failure.value).startswith("AWS_ENDPOINT_URL='minio:9000': ")
+    assert str(failure.value).endswith(" (give the scheme: http://host:port or https://host)")
+
+
+def test_a_store_without_stamps_says_so():
+    from test_registry import HookedStore
+
+    store = HookedStore(LocalStore("unused"), lambda key: None)
+    for call in (store.list_stamps, lambda: store.stamp("k")):
+        with pytest.raises(NotImplementedError) as failure:
+            call()
+        assert str(failure.value) == "HookedStore keeps no stamps"
 
 
 def test_opening_and_reading_create_no_folder(tmp_path):
@@ -379,6 +490,13 @@ def test_s3_errors_name_the_operation_and_key(s3_error_server):
         store.list_keys("p/")
 
 
+def test_a_failing_s3_stamp_names_the_operation_and_key(s3_error_server):
+    reply, _ = s3_error_server
+    reply.update(status=403, code="AccessDenied")
+    with pytest.raises(PermanentStoreError, match="^S3 head s3://bucket/store/k failed"):
+        S3Store("bucket", "store").stamp("k")
+
+
 def test_s3_client_is_bounded_and_configured_from_the_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
@@ -398,8 +516,8 @@ def test_s3_client_is_bounded_and_configured_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("status, code, error", [
     (404, "NoSuchKey", KeyNotFound), (404, "NotFound", KeyNotFound),
-    (412, "PreconditionFailed", AlreadyExists), (409, "ConditionalRequestConflict",
-                                                 WriteConflict),
+    (412, "PreconditionFailed", AlreadyExists), (412, "412", AlreadyExists),
+    (409, "ConditionalRequestConflict", WriteConflict),
     (400, "BadDigest", StoreError),
 ])
 def test_s3_error_codes_map_to_store_errors(s3_error_server, status, code, error):
