@@ -39,7 +39,7 @@ def train_and_publish(folder: Path, store_uri: str) -> str:
     (what `genreflow predict` and the server then compute)."""
     from genreflow import registry
     from genreflow.dataset import build_table, labelled_audio
-    from genreflow.features.sets import SETS, resolve
+    from genreflow.features.sets import SETS, manifest_entries
     from genreflow.model import fit_model, needed_sets
     from genreflow.storage import open_store
 
@@ -49,8 +49,8 @@ def train_and_publish(folder: Path, store_uri: str) -> str:
     version = registry.new_version()
     registry.publish(open_store(store_uri), version,
                      {registry.MODEL_FILE: registry.dump_model(model)},
-                     {"metrics": {}, "n_training_segments": len(table), "feature_sets": sets,
-                      "feature_fingerprints": [s.fingerprint for s in resolve(sets)]},
+                     {"metrics": {}, "n_training_segments": len(table),
+                      **manifest_entries(sets)},
                      promote=True)
     print(f"trained on {table['track_id'].nunique()} clips ({len(table)} segments, "
           f"{len(failures)} failed), feature sets {sets} -> {version}", flush=True)

@@ -83,15 +83,20 @@ def _extract_job(job_id: str, source: bytes | Path,
         return job_id, exc
 
 
-def _init_worker() -> None:
-    """One thread per worker (the pool is the parallelism) and a warm, compiled extractor."""
+def single_threaded() -> None:
+    """One thread for numba, OpenMP and BLAS in this process: for a worker whose pool (or
+    the parent beside it) is the parallelism."""
     for name in _SINGLE_THREAD_ENV:
         os.environ[name] = "1"
     from threadpoolctl import threadpool_limits
 
-    import genreflow.features.fast  # noqa: F401  (loads numba's cached machine code once)
-
     threadpool_limits(limits=1)
+
+
+def _init_worker() -> None:
+    """One thread per worker and a warm, compiled extractor."""
+    single_threaded()
+    import genreflow.features.fast  # noqa: F401  (loads numba's cached machine code once)
 
 
 def extract_many(

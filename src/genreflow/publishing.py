@@ -34,15 +34,14 @@ def scores(metrics: dict) -> dict:
 def manifest(ws: Workspace, snapshot: dict, trained: dict, metrics: dict,
              decision: dict) -> dict:
     """What the version was trained on, how, how it scored and what the gate said."""
-    from genreflow.features.sets import resolve
+    from genreflow.features.sets import manifest_entries
 
     metrics = scores(metrics)
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": ws.run_id,
         "genres": trained["classes"],
-        "feature_sets": trained["feature_sets"],
-        "feature_fingerprints": [s.fingerprint for s in resolve(trained["feature_sets"])],
+        **manifest_entries(trained["feature_sets"]),
         "model_name": trained["model_name"],
         "model_config": trained["config"],
         "cv_roc_auc_ovo": trained["cv_roc_auc_ovo"],

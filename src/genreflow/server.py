@@ -75,12 +75,9 @@ def is_loopback(host: str) -> bool:
 def _init_worker(manifest: dict) -> None:
     """One thread per worker (the pool is the parallelism) and the extractor loaded for
     the model served at start."""
-    for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                 "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
-    from threadpoolctl import threadpool_limits
+    from genreflow.extraction import single_threaded
 
-    threadpool_limits(limits=1)
+    single_threaded()
     try:  # imports and numba's kernels once, not in the first requests
         serving.features(_warm_clip(), "warm-up", manifest)
     except Exception:

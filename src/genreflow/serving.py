@@ -168,22 +168,18 @@ def predict_files(store, version: str | None, paths: list[Path]) -> tuple[Served
 
 def _fork_pool():
     """One forked worker (cheap to start: it inherits this process), where fork is safe
-    (Linux); None elsewhere, and the files are featurised here, after the model loads."""
+    (Linux); None elsewhere, and the files are featurised here, after the model loads.
+    The worker computes on one thread: the other core is the parent's, importing."""
     import multiprocessing
     import sys
     from concurrent.futures import ProcessPoolExecutor
 
+    from genreflow.extraction import single_threaded
+
     if sys.platform != "linux" or multiprocessing.current_process().daemon:
         return None
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_one_blas_thread)
-
-
-def _one_blas_thread() -> None:
-    """The child's matrix products on one core: the other one is the parent's, importing."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
+                               initializer=single_threaded)
 
 
 def audio_seconds(data: bytes, name: str) -> float:

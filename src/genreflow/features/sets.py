@@ -106,6 +106,13 @@ def ids(sets: Sequence[FeatureSet]) -> list[str]:
     return [s.id for s in sets]
 
 
+def manifest_entries(names: Iterable[str]) -> dict:
+    """What a manifest records of the sets its model reads: their ids and fingerprints,
+    which :func:`manifest_sets` and serving check against this code."""
+    sets = resolve(names)
+    return {"feature_sets": ids(sets), "feature_fingerprints": [s.fingerprint for s in sets]}
+
+
 def manifest_sets(manifest: dict) -> list[FeatureSet]:
     """The sets a published model needs; versions from before feature sets used librosa's
     311 columns only (and recorded them as ``feature_names``)."""
