@@ -91,7 +91,8 @@ class Outcome:
         self.song_ids = truth.index.to_numpy()
         codes = pd.Index(self.song_ids).get_indexer(self.songs)
         self.rows = [np.flatnonzero(codes == i) for i in range(len(self.song_ids))]
-        self.soft_ok = (soft.loc[self.song_ids] == truth).to_numpy()
+        self.soft = soft.loc[self.song_ids].to_numpy()
+        self.soft_ok = self.soft == truth.to_numpy()
         self.song_y = truth.to_numpy()
         self.song_scores = np.array([self.scores[r].mean(axis=0) for r in self.rows])
         self.vote_ok = (votes.loc[self.song_ids] == truth).to_numpy()
@@ -114,6 +115,15 @@ class Outcome:
                          song_auc])
 
 
+    def confusion(self) -> list[dict]:
+        """Songs by true genre (rows) and soft-vote genre (columns): where the misses go."""
+        table = pd.crosstab(pd.Series(self.song_y, name="true"), pd.Series(self.soft))
+        table = table.reindex(index=self.present, columns=self.present, fill_value=0)
+        return [{"true \\ predicted": genre, **counts.to_dict(),
+                 "song accuracy": f"{counts[genre] / counts.sum():.2f}"}
+                for genre, counts in table.iterrows()]
+
+
 METRICS = ("roc_auc_ovo", "song_acc_soft", "song_acc_majority", "song_roc_auc_ovo")
 
 
@@ -127,10 +137,12 @@ def cross_domain(train: pd.DataFrame, test: pd.DataFrame, names: list[str]) -> l
         outcome = Outcome(fit_model(train, ABLATION[name]), test)
         point = outcome.metrics()
         boot = np.array([outcome.metrics(d) for d in draws])
-        first = boot if first is None else first
+        if first is None:
+            first, confusion = boot, outcome.confusion()
         rows.append(row(name, point, np.nanstd(boot, axis=0), np.nanstd(boot - first, axis=0),
                         point - (rows[0]["_point"] if rows else point)))
         print(rows[-1]["config"], rows[-1]["roc_auc_ovo"], rows[-1]["song_acc_soft"], flush=True)
+    rows[0]["_confusion"] = confusion
     return rows
 
 
@@ -294,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for _, title, rows in (p for p in protocols if args.protocol in ("ood", p[0])):
         print(f"\n### {title} ({len(shared)} shared genres, unit: {args.unit})\n")
-        print(markdown(rows()), flush=True)
+        table = rows()
+        print(markdown(table), flush=True)
+        if "_confusion" in table[0]:
+            print(f"\nSongs of row 1 by true and predicted genre:\n\n"
+                  f"{markdown(table[0]['_confusion'])}", flush=True)
     return 0
 
 

@@ -152,17 +152,18 @@ def catalog_files(real, n_tracks: int) -> Path:
 
 def seed_catalog(store: S3Store, folder: Path) -> int:
     """Upload last week's store: features files, catalog, snapshot, its record and its
-    pointer."""
+    pointer. Returns the number of catalogued tracks."""
     files = sorted(p for p in (folder / FEATURES).rglob("*.parquet"))
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda p: store.write_bytes(p.relative_to(folder).as_posix(),
                                                   p.read_bytes()), files))
-    catalog.record_all(store, json.loads((folder / "catalog.json").read_text()))
+    records = json.loads((folder / "catalog.json").read_text())
+    catalog.record_all(store, records)
     key = snapshot_key("bench-previous-week")
     store.write_bytes(key, (folder / "snapshot.parquet").read_bytes())
     store.write_bytes(snapshot_record_key(key), (folder / "snapshot.json").read_bytes())
     store.write_json(SNAPSHOT_POINTER, {"snapshot_key": key})
-    return len(files)
+    return len(records)
 
 
 def synth_inbox(genres: list[str], n_tracks: int, seconds: float) -> Path:
