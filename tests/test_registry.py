@@ -502,6 +502,24 @@ def test_a_champion_that_cannot_be_scored_is_replaced_with_the_reason(settings, 
         f"champion {champion} cannot be scored: {store.location(model_key)}: sha256 mismatch")
 
 
+def test_rescoring_the_champion_reads_only_its_model(settings, models):
+    """A report file of the champion's that changed (its metrics.json here) is not what
+    the gate scores with: the champion is still re-scored from its verified model, and
+    the decision is the score's, not 'cannot be scored'."""
+    from genreflow.dataset import read_valid
+    from genreflow.evaluation import evaluate
+
+    store = open_store(settings.store)
+    champion = publish_model(store, models[0])
+    store.write_bytes(registry.version_key(champion, "metrics.json"), b"changed")
+    _, valid_sha = read_valid(settings, ["librosa"])
+    decision = release.gate(settings, {"roc_auc_ovo": 0.0, "valid_sha256": valid_sha}, 0.0,
+                            False)
+    expected = evaluate(models[0], read_valid(settings, ["librosa"])[0])["roc_auc_ovo"]
+    assert decision["champion_roc_auc_ovo"] == expected
+    assert "re-scored on today's valid.csv" in decision["reason"]
+
+
 def test_release_publish_copies_report_files(settings, models):
     store = open_store(settings.store)
     reports = {"checks.json": b'{"failures": []}', "confusion_matrix.png": b"\x89PNG cm",

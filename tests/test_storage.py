@@ -330,6 +330,9 @@ def test_stamps_change_with_the_content_and_cover_every_key(store):
         stat = (store.root / "a" / "k").stat()
         assert (first.tag, first.modified) == (f"3-{stat.st_mtime_ns}", stat.st_mtime)
     assert store.list_stamps("a/") == {"a/j": store.stamp("a/j"), "a/k": first}
+    store.write_bytes("top", b"t")
+    assert store.list_stamps() == {"a/j": store.stamp("a/j"), "a/k": first,  # the inbox's call
+                                   "top": store.stamp("top")}
     store.write_bytes("a/k", b"four")
     assert store.stamp("a/k").tag.startswith("4-")
 
@@ -472,8 +475,9 @@ def test_split_uri_of_each_kind(tmp_path):
     store, key = split_uri((tmp_path / "v" / "valid.csv").as_uri())
     assert isinstance(store, LocalStore) and key == "valid.csv"
     assert store.root == (tmp_path / "v").resolve()
-    with pytest.raises(BadStoreUri, match="an S3 file URI is s3://bucket/prefix/name"):
-        split_uri("s3:///prefix/valid.csv")
+    for folder_not_file in ("s3:///prefix/valid.csv", "s3://bucket/folder/"):
+        with pytest.raises(BadStoreUri, match="an S3 file URI is s3://bucket/prefix/name"):
+            split_uri(folder_not_file)
     with pytest.raises(BadStoreUri, match="is not a file path, file:// or s3:// URI"):
         split_uri("ftp://host/valid.csv")
 
