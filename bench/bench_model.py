@@ -114,7 +114,6 @@ class Outcome:
         return np.array([auc, self.soft_ok[songs].mean(), self.vote_ok[songs].mean(),
                          song_auc])
 
-
     def confusion(self) -> list[dict]:
         """Songs by true genre (rows) and soft-vote genre (columns): where the misses go."""
         table = pd.crosstab(pd.Series(self.song_y, name="true"), pd.Series(self.soft))

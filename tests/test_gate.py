@@ -31,14 +31,15 @@ def test_no_champion_trains_the_first_model(log):
 
 def test_new_data_since_the_champion_trains(log):
     assert gate.needs_training(champion("old-fp"), SNAPSHOT, retrain_unchanged=False) is True
-    assert log.messages == ["new data since champion 20261206T030000Z-abc123 "
-                   "(snapshot old-fp -> new-fp): training"]
+    assert log.messages == [
+        "new data since champion 20261206T030000Z-abc123 (snapshot old-fp -> new-fp): training"]
 
 
 def test_the_champions_own_snapshot_is_not_trained_on_again(log):
     assert gate.needs_training(champion("new-fp"), SNAPSHOT, retrain_unchanged=False) is False
-    assert log.messages == ["no new data: champion 20261206T030000Z-abc123 was trained on snapshot "
-                   "new-fp already; nothing to retrain (set retrain_unchanged to force)"]
+    assert log.messages == [
+        "no new data: champion 20261206T030000Z-abc123 was trained on snapshot new-fp "
+        "already; nothing to retrain (set retrain_unchanged to force)"]
 
 
 def test_retrain_unchanged_trains_on_the_champions_snapshot_and_says_so(log):
@@ -50,8 +51,8 @@ def test_retrain_unchanged_trains_on_the_champions_snapshot_and_says_so(log):
 def test_a_champion_from_before_snapshots_were_recorded_means_new_data(log):
     legacy = {"version": "20250101T000000Z-000000"}
     assert gate.needs_training(legacy, SNAPSHOT, retrain_unchanged=False) is True
-    assert log.messages == ["new data since champion 20250101T000000Z-000000 "
-                   "(snapshot None -> new-fp): training"]
+    assert log.messages == [
+        "new data since champion 20250101T000000Z-000000 (snapshot None -> new-fp): training"]
 
 
 @pytest.mark.parametrize(("manifest", "expected"), [

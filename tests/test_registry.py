@@ -512,11 +512,10 @@ def test_rescoring_the_champion_reads_only_its_model(settings, models):
     store = open_store(settings.store)
     champion = publish_model(store, models[0])
     store.write_bytes(registry.version_key(champion, "metrics.json"), b"changed")
-    _, valid_sha = read_valid(settings, ["librosa"])
+    valid, valid_sha = read_valid(settings, ["librosa"])
     decision = release.gate(settings, {"roc_auc_ovo": 0.0, "valid_sha256": valid_sha}, 0.0,
                             False)
-    expected = evaluate(models[0], read_valid(settings, ["librosa"])[0])["roc_auc_ovo"]
-    assert decision["champion_roc_auc_ovo"] == expected
+    assert decision["champion_roc_auc_ovo"] == evaluate(models[0], valid)["roc_auc_ovo"]
     assert "re-scored on today's valid.csv" in decision["reason"]
 
 
